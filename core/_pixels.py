@@ -1,0 +1,288 @@
+"""Grey-scale and colour pixel pipeline of one decoded DICOM frame, down to ``uint8``.
+
+Modality LUT (RescaleSlope/Intercept, per-frame functional groups, Modality LUT Sequence) → VOI
+(preset, explicit, the file's window, its VOI LUT Sequence, or percentiles) → MONOCHROME1 inversion;
+colour: PALETTE COLOR through the palette, RGB / YBR (already RGB from the decoder) scaled to 8 bits.
+Public names are re-exported by ``core.dicom``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+
+from core._errors import DicomError, RenderError
+from core._voi import (
+    COMPOSITES,
+    Window,
+    apply_window,
+    percentile_window,
+    resolve_preset,
+    sample_for_percentiles,
+    stored_domain,
+    to_uint8,
+)
+
+_DECODE_ERRORS = (
+    ValueError,
+    RuntimeError,
+    AttributeError,
+    NotImplementedError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OSError,
+)
+
+
+@dataclass
+class Frame:
+    """One decoded frame. ``raw_bits`` is set when ``data`` holds raw words (mask/sign not applied)."""
+
+    data: np.ndarray
+    raw_bits: int | None = None
+
+
+def _int_tag(ds: Dataset, keyword: str, tag: str, label: str, default: int | None = None) -> int:
+    try:
+        value = ds.get(keyword, default)
+    except _DECODE_ERRORS as e:
+        raise DicomError(label, f"unreadable value: {e}", tag=f"{tag} {keyword}") from e
+    if value is None or value == "":
+        if default is None:
+            raise DicomError(label, "required tag is missing", tag=f"{tag} {keyword}")
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError) as e:
+        raise DicomError(label, f"not an integer: {value!r}", tag=f"{tag} {keyword}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return " ".join(t.strip() for t in text[:3])[:300] or type(e).__name__
+
+
+@dataclass(frozen=True)
+class FrameTransform:
+    """Per-frame modality and VOI attributes (enhanced objects keep them in functional groups)."""
+
+    slope: float
+    intercept: float
+    centers: tuple[float, ...]
+    widths: tuple[float, ...]
+    function: str
+
+
+def _functional(ds: Dataset, index: int, seq: str) -> Dataset | None:
+    for groups, i in (("PerFrameFunctionalGroupsSequence", index), ("SharedFunctionalGroupsSequence", 0)):
+        items = ds.get(groups)
+        if items and len(items) > i and seq in items[i] and len(items[i][seq].value):
+            return items[i][seq][0]
+    return None
+
+
+def _floats(value: Any) -> tuple[float, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return tuple(float(v) for v in value)
+    return (float(value),)
+
+
+def frame_transform(ds: Dataset, index: int, label: str = "<dicom>") -> FrameTransform:
+    """Rescale and window of frame ``index``: per-frame group, then shared group, then top level."""
+    pvt = _functional(ds, index, "PixelValueTransformationSequence") or ds
+    voi = _functional(ds, index, "FrameVOILUTSequence") or ds
+    try:
+        slope = float(pvt.get("RescaleSlope", 1.0) or 1.0)
+        intercept = float(pvt.get("RescaleIntercept", 0.0) or 0.0)
+        centers = _floats(voi.get("WindowCenter"))
+        widths = _floats(voi.get("WindowWidth"))
+    except (TypeError, ValueError) as e:
+        raise DicomError(label, f"malformed rescale or window value: {e}", tag="(0028,1052) RescaleIntercept") from e
+    function = str(voi.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    if function not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
+        function = "LINEAR"
+    return FrameTransform(slope, intercept, centers, widths, function)
+
+
+def _modality(values: np.ndarray, ds: Dataset, ft: FrameTransform) -> np.ndarray:
+    if "ModalityLUTSequence" in ds:
+        return pydicom.pixels.apply_modality_lut(values.astype(np.int64), ds).astype(np.float64)
+    return values.astype(np.float64) * ft.slope + ft.intercept
+
+
+def _file_window(ft: FrameTransform) -> Window | None:
+    for c, w in zip(ft.centers, ft.widths):
+        if w > 0:
+            return Window(center=c, width=w, source="file", function=ft.function)  # type: ignore[arg-type]
+    return None
+
+
+def resolve_window(request: str | dict[str, float] | Window | None) -> Window | None:
+    """A preset name, ``{"center", "width"}``, or a :class:`Window` → Window; ``None``/``"auto"`` → None."""
+    if request is None or request == "auto":
+        return None
+    if isinstance(request, Window):
+        return request
+    if isinstance(request, dict):
+        return Window(center=float(request["center"]), width=float(request["width"]), source="explicit")
+    try:
+        return resolve_preset(request)
+    except KeyError as e:
+        raise RenderError(str(e.args[0])) from e
+
+
+@lru_cache(maxsize=128)
+def _rescale_lut(
+    bits_index: int,
+    signed: bool,
+    bits_stored: int,
+    slope: float,
+    intercept: float,
+    windows: tuple[Window, ...],
+    invert: bool,
+) -> np.ndarray:
+    domain = stored_domain(bits_index, signed=signed, bits_stored=bits_stored).astype(np.float64) * slope + intercept
+    tables = [to_uint8(apply_window(domain, w), invert=invert) for w in windows]
+    return tables[0] if len(tables) == 1 else np.ascontiguousarray(np.stack(tables, axis=-1))
+
+
+def frame_to_uint8(
+    ds: Dataset,
+    frame: Frame,
+    index: int,
+    *,
+    window: Window | None = None,
+    composite: str | None = None,
+    label: str = "<dicom>",
+) -> tuple[np.ndarray, list[Window] | None]:
+    """One decoded frame → ``uint8`` (H×W grey or H×W×3 RGB) and the window(s) used.
+
+    Grey images follow modality LUT → VOI → MONOCHROME1 inversion. ``window`` None means the file's
+    window, else its VOI LUT Sequence, else the 0.5–99.5 percentiles (``auto``). ``composite``
+    (``"ct3"``) puts three preset windows into R, G, B. Colour images ignore windows (returns None).
+    """
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        if composite:
+            raise RenderError(f"{label}: composite {composite!r} needs a grey-scale image, this one is {photometric}")
+        return _color_to_uint8(ds, frame.data, photometric, label), None
+    ft = frame_transform(ds, index, label)
+    invert = photometric == "MONOCHROME1"
+    if composite:
+        if composite not in COMPOSITES:
+            raise RenderError(f"unknown composite {composite!r} (known: {', '.join(COMPOSITES)})")
+        windows = [resolve_preset(p) for p in COMPOSITES[composite]]
+    else:
+        windows = [window] if window is not None else []
+
+    data = frame.data
+    if frame.raw_bits is not None:
+        bits_index, signed = frame.raw_bits, int(ds.get("PixelRepresentation", 0)) == 1
+        bits_stored = _int_tag(ds, "BitsStored", "(0028,0101)", label, default=frame.raw_bits)
+        index_array = data
+    elif data.dtype in (np.uint8, np.int8, np.uint16, np.int16) and data.ndim == 2:
+        bits_index = data.dtype.itemsize * 8
+        signed, bits_stored = data.dtype.kind == "i", bits_index
+        index_array = data.view(np.uint8 if bits_index == 8 else np.uint16)
+    else:
+        return _float_gray(ds, data, ft, windows, invert, composite, label)
+
+    def domain_values(idx: np.ndarray) -> np.ndarray:
+        return stored_domain(bits_index, signed=signed, bits_stored=bits_stored)[idx]
+
+    if not windows:
+        auto = _file_window(ft)
+        if auto is None and "VOILUTSequence" in ds:
+            return _voi_lut_sequence(ds, index_array, domain_values, ft, invert, label)
+        if auto is None:
+            sample = domain_values(sample_for_percentiles(index_array))
+            auto = percentile_window(_modality(sample, ds, ft))
+        windows = [auto]
+    if "ModalityLUTSequence" in ds:
+        modality_domain = _modality(stored_domain(bits_index, signed=signed, bits_stored=bits_stored), ds, ft)
+        tables = [to_uint8(apply_window(modality_domain, w), invert=invert) for w in windows]
+        lut = tables[0] if len(tables) == 1 else np.stack(tables, axis=-1)
+    else:
+        lut = _rescale_lut(bits_index, signed, bits_stored, ft.slope, ft.intercept, tuple(windows), invert)
+    return np.take(lut, index_array, axis=0), windows  # take: about 2x faster than fancy indexing
+
+
+def _float_gray(
+    ds: Dataset,
+    data: np.ndarray,
+    ft: FrameTransform,
+    windows: list[Window],
+    invert: bool,
+    composite: str | None,
+    label: str,
+) -> tuple[np.ndarray, list[Window]]:
+    if data.ndim != 2:
+        raise DicomError(label, f"grey image with unexpected shape {data.shape}", tag="(0028,0002) SamplesPerPixel")
+    values = (
+        data.astype(np.float64) * ft.slope + ft.intercept
+        if "ModalityLUTSequence" not in ds
+        else _modality(data, ds, ft)
+    )
+    if not windows:
+        windows = [_file_window(ft) or percentile_window(sample_for_percentiles(values))]
+    planes = [to_uint8(apply_window(values, w), invert=invert) for w in windows]
+    return (planes[0] if len(planes) == 1 else np.stack(planes, axis=-1)), windows
+
+
+def _voi_lut_sequence(
+    ds: Dataset, index_array: np.ndarray, domain_values: Any, ft: FrameTransform, invert: bool, label: str
+) -> tuple[np.ndarray, list[Window]]:
+    item = ds.VOILUTSequence[0]
+    try:
+        first = int(item.LUTDescriptor[1])
+        n_entries = int(item.LUTDescriptor[0]) or 65536
+        out_bits = int(item.LUTDescriptor[2])
+    except (AttributeError, IndexError, TypeError, ValueError) as e:
+        raise DicomError(label, f"malformed VOI LUT descriptor: {e}", tag="(0028,3002) LUTDescriptor") from e
+    full = np.arange(1 << (16 if index_array.dtype == np.uint16 else 8))
+    modality = _modality(domain_values(full), ds, ft)
+    try:
+        mapped = pydicom.pixels.apply_voi(np.rint(modality).astype(np.int64), ds, index=0)
+    except _DECODE_ERRORS as e:
+        raise DicomError(label, f"cannot apply the VOI LUT: {_first_line(e)}", tag="(0028,3010) VOILUTSequence") from e
+    top = float((1 << out_bits) - 1) if out_bits <= 16 else float(np.max(mapped) or 1)
+    lut = to_uint8(np.asarray(mapped, dtype=np.float64) / top, invert=invert)
+    window = Window(center=first + n_entries / 2.0, width=float(n_entries), source="voi_lut")
+    return np.take(lut, index_array, axis=0), [window]
+
+
+def _color_to_uint8(ds: Dataset, data: np.ndarray, photometric: str, label: str) -> np.ndarray:
+    if photometric == "PALETTE COLOR":
+        try:
+            data = pydicom.pixels.apply_color_lut(data, ds)
+        except _DECODE_ERRORS as e:
+            raise DicomError(
+                label, f"cannot apply the palette: {_first_line(e)}", tag="(0028,1201) RedPaletteColorLookupTableData"
+            ) from e
+        if data.dtype != np.uint8:
+            # Palette entries are 8 or 16 bits (LUT Descriptor, third value); 16-bit entries keep the top byte.
+            try:
+                bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
+            except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+                bits = 16 if int(data.max(initial=0)) > 255 else 8
+            data = (data >> 8).astype(np.uint8) if bits > 8 else np.clip(data, 0, 255).astype(np.uint8)
+        return data
+    if data.ndim != 3 or data.shape[-1] != 3:
+        raise DicomError(
+            label, f"colour image with unexpected shape {data.shape}", tag="(0028,0004) PhotometricInterpretation"
+        )
+    if data.dtype == np.uint8:
+        return data
+    if data.dtype.kind in "ui":
+        bits = _int_tag(ds, "BitsStored", "(0028,0101)", label, default=data.dtype.itemsize * 8)
+        return np.clip(data.astype(np.int64) >> max(0, bits - 8), 0, 255).astype(np.uint8)
+    return to_uint8((data - data.min()) / max(float(data.max() - data.min()), 1e-12))

@@ -1,0 +1,439 @@
+"""DICOM reading, guards, pixel decoding and the grey/colour pipeline down to 8 bits.
+
+Order of steps for one frame (PS3.3 C.11, PS3.4 N.2):
+
+1. guards before any pixel is decoded: file bytes, then rows × columns × frames × samples;
+2. decode the frame with pydicom's pixel backends (python-gdcm for JPEG-LS / lossless JPEG,
+   pylibjpeg-openjpeg for JPEG 2000, pylibjpeg-rle for RLE, imagecodecs for 12-bit JPEG);
+   native little-endian data is read straight from the element without a copy;
+3. grey images: modality LUT (RescaleSlope/Intercept, per-frame functional groups or Modality LUT
+   Sequence → HU for CT) → VOI (preset, explicit centre/width, the file's window, its VOI LUT
+   Sequence, or percentiles) → MONOCHROME1 inversion → ``uint8``. Integer data of ≤ 16 bits goes
+   through one lookup table built over every possible stored value;
+4. colour images: PALETTE COLOR through its palette, YBR_* converted to RGB by the decoder, more
+   than 8 bits scaled down.
+
+Every failure raises :class:`DicomError` naming the file, the tag and the problem.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import mmap
+import os
+import struct
+import warnings
+from contextlib import nullcontext
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+from core._errors import BurnedInTextError, DicomError, RenderError
+from core._pixels import (
+    _DECODE_ERRORS,
+    Frame,
+    FrameTransform,
+    _first_line,
+    _int_tag,
+    frame_to_uint8,
+    frame_transform,
+    resolve_window,
+)
+from core._voi import COMPOSITES, PRESETS, Window
+
+__all__ = [
+    "COMPOSITES",
+    "Frame",
+    "FrameTransform",
+    "frame_transform",
+    "map_file",
+    "resolve_window",
+    "check_geometry",
+    "PRESETS",
+    "BurnedInTextError",
+    "DecodeLimits",
+    "DicomError",
+    "RenderError",
+    "Window",
+    "burned_in_reason",
+    "decode_frame",
+    "dicom_part",
+    "frame_count",
+    "frame_to_uint8",
+    "is_dicom_bytes",
+    "read_dicom",
+    "select_frames",
+    "slice_order",
+]
+
+log = logging.getLogger(__name__)
+
+_NATIVE_LE = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"}  # + deflated
+_JPEG_12BIT = "1.2.840.10008.1.2.4.51"
+DEFAULT_AUTO_FRAMES = 8
+# Modalities whose images usually carry burned-in text when BurnedInAnnotation is absent.
+_TEXT_PRONE_MODALITIES = {"US", "SC", "OT", "XC", "ES", "GM", "SM", "DOC"}
+_SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Guards applied before decoding: file size in bytes and rows × columns × frames × samples."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_pixels: int = 256 * 1024 * 1024
+
+
+# --------------------------------------------------------------------------- reading and guards
+
+
+def is_dicom_bytes(head: bytes) -> bool:
+    """True when the bytes start with a DICOM preamble (``DICM`` at offset 128)."""
+    return len(head) >= 132 and head[128:132] == b"DICM"
+
+
+def read_dicom(
+    source: str | os.PathLike[str] | bytes | mmap.mmap | Dataset,
+    *,
+    name: str | None = None,
+    limits: DecodeLimits | None = None,
+    stop_before_pixels: bool = False,
+) -> Dataset:
+    """Read a DICOM file (path, bytes, a memory map or an already-read dataset) and apply the guards.
+
+    Files without the 128-byte preamble are accepted when they parse as a dataset with image tags;
+    a missing TransferSyntaxUID is inferred from the encoding for native (uncompressed) data.
+    Native little-endian pixel data is not copied: frames are read from the buffer in place.
+    Raises :class:`DicomError` for a file over ``limits.max_bytes``, non-DICOM bytes, an unparsable
+    header, or an image over ``limits.max_pixels`` (checked before decoding).
+    """
+    limits = limits or DecodeLimits()
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<dicom>")
+    if isinstance(source, Dataset):
+        ds = source
+    else:
+        if isinstance(source, (str, os.PathLike)):
+            source = map_file(source, label, limits)
+        size = len(source)
+        if size > limits.max_bytes:
+            raise DicomError(label, f"file is {size} bytes, over the limit of {limits.max_bytes}")
+        ds = _parse_buffer(source, label, stop_before_pixels=stop_before_pixels)
+    if not stop_before_pixels:
+        check_geometry(ds, label, limits)
+    return ds
+
+
+def map_file(path: str | os.PathLike[str], label: str, limits: DecodeLimits) -> bytes | mmap.mmap:
+    """The file's bytes as a read-only memory map (no copy), after the byte-size guard."""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > limits.max_bytes:
+                raise DicomError(label, f"file is {size} bytes, over the limit of {limits.max_bytes}")
+            if size == 0:
+                return b""
+            return mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as e:
+        raise DicomError(label, f"cannot read file: {e.strerror or e}") from e
+
+
+def _parse_buffer(buf: bytes | mmap.mmap, label: str, *, stop_before_pixels: bool) -> Dataset:
+    stream: Any = buf if isinstance(buf, mmap.mmap) else BytesIO(buf)
+
+    def opener() -> Any:
+        stream.seek(0)
+        return nullcontext(stream)  # pydicom reads the map in place; it stays open for the frame view
+
+    ds = _parse(opener, label, stop_before_pixels=True)
+    if stop_before_pixels:
+        return ds
+    view = _native_pixel_view(ds, buf, stream.tell()) if _fast_path_ok(ds) else None
+    if view is not None:
+        ds._infimed_pixels = view  # zero-copy frame source for decode_frame's fast path
+        return ds
+    return _parse(opener, label, stop_before_pixels=False)
+
+
+def _fast_path_ok(ds: Dataset) -> bool:
+    try:
+        return (
+            int(ds.get("SamplesPerPixel", 1) or 1) == 1
+            and int(ds.get("BitsAllocated", 0) or 0) in (8, 16)
+            and str(ds.get("PhotometricInterpretation", "")).strip() in ("MONOCHROME1", "MONOCHROME2")
+        )
+    except (TypeError, ValueError):
+        return False
+
+
+def _native_pixel_view(ds: Dataset, buf: bytes | mmap.mmap, pos: int) -> memoryview | None:
+    """The PixelData value of a native little-endian file as a view into ``buf``, or None."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian) or len(buf) < pos + 12:
+        return None
+    group, elem = struct.unpack_from("<HH", buf, pos)
+    if (group, elem) != (0x7FE0, 0x0010):
+        return None
+    if ts == ImplicitVRLittleEndian:
+        (length,), offset = struct.unpack_from("<I", buf, pos + 4), pos + 8
+    elif bytes(buf[pos + 4 : pos + 6]) in (b"OB", b"OW", b"UN", b"OV", b"OF", b"OD"):
+        (length,), offset = struct.unpack_from("<I", buf, pos + 8), pos + 12
+    else:
+        return None
+    if length == 0xFFFFFFFF:
+        return None
+    return memoryview(buf)[offset : offset + length]
+
+
+def _parse(opener: Any, label: str, *, stop_before_pixels: bool) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            with opener() as fh:
+                return pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
+        except InvalidDicomError:
+            pass
+        except _DECODE_ERRORS as e:
+            raise DicomError(label, f"cannot parse the DICOM header: {e}") from e
+        # No preamble: accept only what parses into an image dataset.
+        try:
+            with opener() as fh:
+                ds = pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels)
+            ok = "Rows" in ds and "Columns" in ds and (stop_before_pixels or "PixelData" in ds)
+        except (*_DECODE_ERRORS, InvalidDicomError):
+            ok = False
+        if not ok:
+            raise DicomError(label, "not a DICOM file (no DICM preamble and no image header)")
+    _infer_transfer_syntax(ds, label)
+    return ds
+
+
+def _infer_transfer_syntax(ds: Dataset, label: str) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and "TransferSyntaxUID" in meta:
+        return
+    if "PixelData" in ds and ds["PixelData"].is_undefined_length:
+        raise DicomError(label, "compressed pixel data without a transfer syntax", tag="(0002,0010) TransferSyntaxUID")
+    implicit, little = getattr(ds, "original_encoding", (True, True))
+    ts = ImplicitVRLittleEndian if implicit else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    if meta is None:
+        ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ts
+
+
+def frame_count(ds: Dataset, label: str = "<dicom>") -> int:
+    """NumberOfFrames (1 when absent); a malformed value raises :class:`DicomError`."""
+    n = _int_tag(ds, "NumberOfFrames", "(0028,0008)", label, default=1)
+    if n < 1:
+        raise DicomError(label, f"must be ≥ 1, got {n}", tag="(0028,0008) NumberOfFrames")
+    return n
+
+
+def check_geometry(ds: Dataset, label: str, limits: DecodeLimits) -> None:
+    """Refuse a dataset without pixels or over the pixel limit, before decoding anything."""
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")) and not hasattr(
+        ds, "_infimed_pixels"
+    ):
+        raise DicomError(label, "no pixel data in this object", tag="(7FE0,0010) PixelData")
+    rows = _int_tag(ds, "Rows", "(0028,0010)", label)
+    cols = _int_tag(ds, "Columns", "(0028,0011)", label)
+    spp = _int_tag(ds, "SamplesPerPixel", "(0028,0002)", label, default=1)
+    _int_tag(ds, "BitsAllocated", "(0028,0100)", label)
+    frames = frame_count(ds, label)
+    if rows < 1 or cols < 1:
+        raise DicomError(label, f"image size {cols}x{rows} is empty", tag="(0028,0010) Rows")
+    total = rows * cols * frames * spp
+    if total > limits.max_pixels:
+        raise DicomError(
+            label,
+            f"{cols}x{rows}x{frames} frames x{spp} samples = {total} values, over the limit of {limits.max_pixels}",
+            tag="(0028,0008) NumberOfFrames",
+        )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_frame(ds: Dataset, index: int, label: str = "<dicom>") -> Frame:
+    """Decode frame ``index`` (0-based). Native little-endian grey data is returned as raw words."""
+    n = frame_count(ds, label)
+    if not 0 <= index < n:
+        raise DicomError(label, f"frame {index} requested but the object has {n}", tag="(0028,0008) NumberOfFrames")
+    ts = UID(ds.file_meta.TransferSyntaxUID) if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
+    fast = _native_gray(ds, index, ts, label)
+    if fast is not None:
+        return fast
+    if ts == _JPEG_12BIT and _int_tag(ds, "BitsStored", "(0028,0101)", label, default=8) > 8:
+        return Frame(_decode_jpeg12(ds, index, n, label))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            arr = pydicom.pixels.pixel_array(ds, index=index if n > 1 else None)
+        except _DECODE_ERRORS as e:
+            raise DicomError(
+                label,
+                f"cannot decode pixel data ({ts.name if ts else 'no transfer syntax'}): {_first_line(e)}",
+                tag="(7FE0,0010) PixelData",
+            ) from e
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return Frame(arr)
+
+
+def _native_gray(ds: Dataset, index: int, ts: UID | None, label: str) -> Frame | None:
+    view = getattr(ds, "_infimed_pixels", None)
+    if view is None and (ts not in _NATIVE_LE or "PixelData" not in ds):
+        return None
+    if _int_tag(ds, "SamplesPerPixel", "(0028,0002)", label, default=1) != 1:
+        return None
+    if str(ds.get("PhotometricInterpretation", "")).strip() not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    bits = _int_tag(ds, "BitsAllocated", "(0028,0100)", label)
+    if bits not in (8, 16):
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    per_frame = rows * cols * bits // 8
+    data = view if view is not None else ds.PixelData
+    if len(data) < per_frame * (index + 1):
+        raise DicomError(
+            label,
+            f"pixel data is truncated: {len(data)} bytes, frame {index} needs {per_frame * (index + 1)}",
+            tag="(7FE0,0010) PixelData",
+        )
+    arr = np.frombuffer(data, dtype=np.uint8 if bits == 8 else "<u2", count=rows * cols, offset=per_frame * index)
+    return Frame(arr.reshape(rows, cols), raw_bits=bits)
+
+
+def _decode_jpeg12(ds: Dataset, index: int, n: int, label: str) -> np.ndarray:
+    try:
+        import imagecodecs
+    except ImportError as e:
+        raise DicomError(
+            label, "12-bit JPEG Extended needs the 'imagecodecs' package", tag="(0002,0010) TransferSyntaxUID"
+        ) from e
+    from pydicom.encaps import get_frame
+
+    try:
+        fragment = get_frame(ds.PixelData, index, number_of_frames=n)
+        arr = imagecodecs.jpeg8_decode(fragment)
+    except (*_DECODE_ERRORS, imagecodecs.Jpeg8Error) as e:
+        raise DicomError(label, f"cannot decode 12-bit JPEG: {_first_line(e)}", tag="(7FE0,0010) PixelData") from e
+    if arr.shape[:2] != (int(ds.Rows), int(ds.Columns)):
+        raise DicomError(
+            label, f"decoded size {arr.shape[1]}x{arr.shape[0]} differs from the header", tag="(0028,0010) Rows"
+        )
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        arr = arr.astype(np.int16)
+    return arr
+
+
+# --------------------------------------------------------------------------- frames, series, policy
+
+
+def select_frames(
+    request: str | list[int] | None, n: int, *, max_images: int | None, label: str = "<dicom>"
+) -> list[int]:
+    """Frame (or slice) indices for ``"auto"``, ``"uniform:N"`` or an explicit list.
+
+    ``auto``: frame 0 of a single-frame object, else ``uniform:min(n, max_images or 8)``.
+    ``uniform:N``: N indices at the centres of N equal parts, N capped by ``n`` and ``max_images``.
+    An explicit list must be in range and no longer than ``max_images``.
+    """
+    if request is None or request == "auto":
+        if n == 1:
+            return [0]
+        request = f"uniform:{min(n, max_images or DEFAULT_AUTO_FRAMES)}"
+    if isinstance(request, str):
+        head, _, count = request.partition(":")
+        if head != "uniform" or not count.isdigit() or int(count) < 1:
+            raise RenderError(f"{label}: frames must be 'auto', 'uniform:N' or a list of indices, got {request!r}")
+        k = min(int(count), n, max_images or n)
+        return [(2 * i + 1) * n // (2 * k) for i in range(k)]
+    if not request:
+        raise RenderError(f"{label}: the frame list is empty")
+    if max_images is not None and len(request) > max_images:
+        raise RenderError(f"{label}: {len(request)} frames requested, the limit is {max_images}")
+    bad = [i for i in request if not 0 <= int(i) < n]
+    if bad:
+        raise DicomError(
+            label, f"frame index {bad[0]} out of range (the object has {n})", tag="(0028,0008) NumberOfFrames"
+        )
+    return [int(i) for i in request]
+
+
+def slice_order(headers: list[Dataset], labels: list[str] | None = None) -> list[int]:
+    """Order of the files of one series along the slice normal.
+
+    Sorted by ImagePositionPatient · (row × column direction of ImageOrientationPatient) when every
+    file has both, else by InstanceNumber, else kept as given. Files from several
+    SeriesInstanceUIDs raise :class:`DicomError`.
+    """
+    labels = labels or [f"<file {i}>" for i in range(len(headers))]
+    uids = {str(h.get("SeriesInstanceUID", "")) for h in headers}
+    if len(uids) > 1:
+        raise DicomError(
+            labels[0],
+            f"the files belong to {len(uids)} different series; render one series at a time",
+            tag="(0020,000E) SeriesInstanceUID",
+        )
+    instance = [_instance_number(h) for h in headers]
+    try:
+        orientation = [h.get("ImageOrientationPatient") for h in headers]
+        position = [h.get("ImagePositionPatient") for h in headers]
+        if all(o is not None and len(o) == 6 for o in orientation) and all(
+            p is not None and len(p) == 3 for p in position
+        ):
+            normal = np.cross(np.asarray(orientation[0][:3], float), np.asarray(orientation[0][3:], float))
+            keys = [float(np.dot(np.asarray(p, float), normal)) for p in position]
+            return sorted(range(len(headers)), key=lambda i: (keys[i], instance[i], i))
+    except (TypeError, ValueError):
+        log.debug("series: unusable orientation/position, falling back to InstanceNumber")
+    return sorted(range(len(headers)), key=lambda i: (instance[i], i))
+
+
+def _instance_number(h: Dataset) -> float:
+    try:
+        return float(h.get("InstanceNumber", 0) or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def burned_in_reason(ds: Dataset) -> str | None:
+    """Why this image may carry burned-in text, or None.
+
+    ``BurnedInAnnotation`` YES, or the tag absent on ultrasound, secondary capture and other
+    modalities where text is usually burned in.
+    """
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if flag == "YES":
+        return "the file declares burned-in annotation (BurnedInAnnotation = YES): the pixels may show patient data"
+    if flag == "NO":
+        return None
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop_class = str(ds.get("SOPClassUID", "") or "")
+    if modality in _TEXT_PRONE_MODALITIES or sop_class.startswith(_SECONDARY_CAPTURE_PREFIX):
+        kind = modality or "secondary capture"
+        return f"BurnedInAnnotation is absent on a {kind} image, where text with patient data is usually burned into the pixels"
+    return None
+
+
+def dicom_part(path: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+    """The OpenAI content part for a DICOM file, in the gateway's wire format.
+
+    ``options`` are :class:`core.manifest.RenderSpec` fields (``window``, ``composite``, ``frames``),
+    validated here; e.g. ``dicom_part("ct.dcm", window="lung")``.
+    """
+    from core.manifest import RenderSpec
+
+    spec = RenderSpec(**options)
+    data = Path(path).read_bytes()
+    url = "data:application/dicom;base64," + base64.b64encode(data).decode("ascii")
+    return {"type": "image_url", "image_url": {"url": url, "dicom": spec.model_dump(exclude_none=True)}}

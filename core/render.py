@@ -1,0 +1,602 @@
+"""``render``: the only way pixels reach a model (gateway, training loader and UI preview alike).
+
+``render(source, spec, budget)`` turns a DICOM file, a DICOM series, or a PNG/JPEG/WebP image into
+8-bit RGB PIL images resized to the model's pixel budget, plus a :class:`RenderRecord` of what was
+done (window per image, frames chosen, original size, visual tokens, input hash). It is
+deterministic: the same input and spec give the same pixels in training and in serving.
+
+Steps: detect the content → guards (bytes, pixels) → burned-in text policy → frame / slice
+selection → decode → modality LUT → VOI → MONOCHROME1 → RGB (see ``core.dicom``) → resize with
+:meth:`PixelBudget.resized` (bicubic, aspect preserved) → RGB.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import logging
+import math
+import mmap
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from io import BytesIO
+from typing import Any, Literal
+
+import numpy as np
+import pydicom
+from PIL import Image, ImageOps
+from pydantic import BaseModel, ConfigDict
+from pydicom.dataset import Dataset
+
+from core._errors import BurnedInTextError, DicomError, RenderError
+from core._redact import redact_text
+from core.budget import PixelBudget
+from core.dicom import (
+    DecodeLimits,
+    Window,
+    burned_in_reason,
+    decode_frame,
+    dicom_part,
+    frame_count,
+    frame_to_uint8,
+    is_dicom_bytes,
+    map_file,
+    read_dicom,
+    resolve_window,
+    select_frames,
+    slice_order,
+)
+from core.manifest import RenderSpec
+from core.metadata import safe_metadata
+
+__all__ = [
+    "BurnedInPolicy",
+    "BurnedInTextError",
+    "DicomError",
+    "RenderError",
+    "RenderRecord",
+    "RenderSpec",
+    "WindowRecord",
+    "dicom_part",
+    "render",
+]
+
+log = logging.getLogger(__name__)
+
+BurnedInPolicy = Literal["refuse", "redact", "allow"]
+SourceKind = Literal["dicom", "series", "png", "jpeg", "webp", "image"]
+RenderSource = str | os.PathLike[str] | bytes | Dataset | Image.Image
+_RESAMPLE = Image.Resampling.BICUBIC
+_REDUCING_GAP = 2.0  # box-reduce first, keep ≥ 2× for the bicubic step: much faster, visually equivalent
+
+
+class WindowRecord(BaseModel):
+    """The VOI window applied to one image (or one channel of a composite)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str  # preset | explicit | file | voi_lut | auto
+    center: float
+    width: float
+    name: str | None = None
+    function: str = "LINEAR"
+
+
+class RenderRecord(BaseModel):
+    """What ``render`` did, JSON-serialisable; carries no identifiers (metadata is allowlisted)."""
+
+    source_kind: SourceKind
+    sha256: str | None = None
+    original_size: tuple[int, int]  # (width, height) of the decoded frame
+    frames_total: int = 1
+    frames: list[int] = [0]
+    windows: list[list[WindowRecord]] = []  # per output image: 1 window, 3 for a composite, [] for colour
+    composite: str | None = None
+    photometric: str | None = None
+    modality: str | None = None
+    metadata: dict[str, Any] = {}
+    output_sizes: list[tuple[int, int]] = []
+    visual_tokens: list[int] | None = None
+    resized: bool = False
+    burned_in: str | None = None
+    redacted_regions: int = 0
+
+    @property
+    def total_visual_tokens(self) -> int:
+        return sum(self.visual_tokens or [])
+
+
+# --------------------------------------------------------------------------- public entry point
+
+
+def render(
+    source: RenderSource | Sequence[RenderSource],
+    spec: RenderSpec | None,
+    budget: PixelBudget | None,
+    *,
+    max_images: int | None = None,
+    policy: BurnedInPolicy = "refuse",
+    limits: DecodeLimits | None = None,
+    workers: int = 1,
+    name: str | None = None,
+) -> tuple[list[Image.Image], RenderRecord]:
+    """Render ``source`` into RGB images sized for ``budget`` and a record of what was done.
+
+    ``source``: bytes (PNG/JPEG/WebP/DICOM, detected by content), a path, a ``pydicom.Dataset``, a
+    PIL image, or a list of DICOM sources forming one series (sorted along the slice normal).
+    ``spec``: window (preset | "auto" | {"center","width"}), composite ("ct3"), frames ("auto" |
+    [i, …] | "uniform:N"); None means all defaults. ``budget`` None keeps the original size.
+    ``max_images`` caps frames/slices; ``policy`` decides what happens to images that may carry
+    burned-in text: ``refuse`` (raise :class:`BurnedInTextError`), ``redact`` (black out OCR-detected
+    text, needs the ``rapidocr-onnxruntime`` extra) or ``allow`` (trusted, already de-identified data).
+    ``workers`` > 1 renders the slices of a series in that many processes.
+    Raises :class:`RenderError` (or its subclass :class:`DicomError`) for every refusal or failure.
+    """
+    spec = spec or RenderSpec()
+    limits = limits or DecodeLimits()
+    if max_images is not None and max_images < 1:
+        raise RenderError(f"max_images must be ≥ 1, got {max_images}")
+    if spec.composite is not None and spec.window not in (None, "auto"):
+        raise RenderError(f"composite {spec.composite!r} sets its own windows; do not also give window {spec.window!r}")
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise RenderError("empty list of sources")
+        if len(source) > 1:
+            return _render_series(list(source), spec, budget, max_images, policy, limits, workers, name)
+        source = source[0]
+    label = name or _label(source)
+    if isinstance(source, Image.Image):
+        return _render_image(source, None, "image", spec, budget, policy, label)
+    if isinstance(source, Dataset):
+        return _render_dicom(
+            read_dicom(source, name=label, limits=limits), None, spec, budget, max_images, policy, label
+        )
+    data = _read_bytes(source, label, limits)
+    kind = _sniff(data)
+    digest = hashlib.sha256(data).hexdigest()
+    if kind in ("png", "jpeg", "webp"):
+        return _render_image(_open_image(bytes(data), label, limits), digest, kind, spec, budget, policy, label)
+    try:
+        ds = read_dicom(data, name=label, limits=limits)
+    except DicomError as e:
+        if kind == "unknown" and e.problem.startswith("not a DICOM file"):
+            raise DicomError(label, "not a DICOM file, nor a PNG, JPEG or WebP image") from e
+        raise
+    return _render_dicom(ds, digest, spec, budget, max_images, policy, label)
+
+
+# --------------------------------------------------------------------------- helpers: input
+
+
+def _label(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Dataset):
+        return getattr(source, "filename", None) or "<dataset>"
+    if isinstance(source, Image.Image):
+        return "<image>"
+    return "<bytes>"
+
+
+def _read_bytes(source: Any, label: str, limits: DecodeLimits) -> bytes | mmap.mmap:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data: bytes | mmap.mmap = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        data = map_file(source, label, limits)
+    else:
+        raise RenderError(
+            f"cannot render a {type(source).__name__}: give bytes, a path, a pydicom Dataset or a PIL image"
+        )
+    if len(data) > limits.max_bytes:
+        raise RenderError(f"{label}: {len(data)} bytes, over the limit of {limits.max_bytes}")
+    if not data:
+        raise RenderError(f"{label}: empty input")
+    return data
+
+
+def _sniff(buf: bytes | mmap.mmap) -> str:
+    data = bytes(buf[:132])
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return "dicom" if is_dicom_bytes(data[:132]) else "unknown"
+
+
+def _open_image(data: bytes, label: str, limits: DecodeLimits) -> Image.Image:
+    try:
+        img = Image.open(BytesIO(data))
+        w, h = img.size
+        if w * h > limits.max_pixels:
+            raise RenderError(f"{label}: image is {w}x{h} = {w * h} pixels, over the limit of {limits.max_pixels}")
+        return img
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, RenderError):
+            raise
+        raise RenderError(f"{label}: cannot decode the image: {e}") from e
+
+
+# --------------------------------------------------------------------------- helpers: output
+
+
+def _target_size(budget: PixelBudget | None, width: int, height: int, label: str) -> tuple[int, int]:
+    if budget is None:
+        return width, height
+    try:
+        return budget.resized(width, height)
+    except ValueError as e:
+        raise RenderError(f"{label}: {e}") from e
+
+
+def _resize_uint8(arr: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """``uint8`` H×W or H×W×3 → PIL image at ``size`` (no-op when the size already matches)."""
+    img = Image.fromarray(arr, mode=None)
+    if img.size != size:
+        img = img.resize(size, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    return img
+
+
+def _rgb(img: Image.Image) -> Image.Image:
+    return img if img.mode == "RGB" else img.convert("RGB")
+
+
+def _tokens(budget: PixelBudget | None, sizes: list[tuple[int, int]]) -> list[int] | None:
+    if budget is None:
+        return None
+    return [budget.visual_tokens(w, h) for w, h in sizes]
+
+
+def _window_records(windows: list[Window] | None) -> list[WindowRecord]:
+    return [
+        WindowRecord(source=w.source, center=w.center, width=w.width, name=w.name, function=w.function)
+        for w in windows or []
+    ]
+
+
+# --------------------------------------------------------------------------- plain images
+
+
+def _render_image(
+    img: Image.Image,
+    digest: str | None,
+    kind: SourceKind,
+    spec: RenderSpec,
+    budget: PixelBudget | None,
+    policy: BurnedInPolicy,
+    label: str,
+) -> tuple[list[Image.Image], RenderRecord]:
+    if spec.composite is not None:
+        raise RenderError(f"{label}: composite {spec.composite!r} applies to grey-scale DICOM only")
+    try:
+        rotated = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation swaps the sides
+    except (OSError, ValueError, SyntaxError):
+        rotated = False
+    w0, h0 = (img.height, img.width) if rotated else img.size
+    target = _target_size(budget, w0, h0, label)
+    windows: list[Window] | None = None
+    try:
+        if img.format == "JPEG" and target[0] * 2 <= w0 and target[1] * 2 <= h0:
+            img.draft("RGB", (target[1], target[0]) if rotated else target)  # decode at 1/2, 1/4 or 1/8 scale
+        img = ImageOps.exif_transpose(img)
+        img.load()
+    except (OSError, ValueError) as e:
+        raise RenderError(f"{label}: cannot decode the image: {e}") from e
+    if img.mode in ("I", "I;16", "I;16B", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        from core._voi import apply_window, percentile_window, sample_for_percentiles, to_uint8
+
+        window = resolve_window(spec.window) or percentile_window(sample_for_percentiles(arr))
+        img, windows = Image.fromarray(to_uint8(apply_window(arr, window))), [window]
+    elif img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        background = Image.new("RGB", img.size, (0, 0, 0))
+        background.paste(img.convert("RGBA"), mask=img.convert("RGBA").getchannel("A"))
+        img = background
+    elif img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")
+    redacted = 0
+    if policy == "redact":
+        arr8 = np.asarray(img)
+        arr8, redacted = redact_text(arr8, label=label, required=False)
+        img = Image.fromarray(arr8)
+    if img.size != target:
+        img = img.resize(target, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+    out = _rgb(img)
+    record = RenderRecord(
+        source_kind=kind,
+        sha256=digest,
+        original_size=(w0, h0),
+        windows=[_window_records(windows)],
+        photometric="MONOCHROME2" if windows else None,
+        output_sizes=[out.size],
+        visual_tokens=_tokens(budget, [out.size]),
+        resized=out.size != (w0, h0),
+        redacted_regions=redacted,
+    )
+    return [out], record
+
+
+# --------------------------------------------------------------------------- burned-in text
+
+
+def _apply_policy(ds: Dataset, policy: BurnedInPolicy, label: str) -> str | None:
+    if policy not in ("refuse", "redact", "allow"):
+        raise RenderError(f"unknown burned-in text policy {policy!r} (refuse, redact, allow)")
+    reason = burned_in_reason(ds)
+    if reason is not None and policy == "refuse":
+        raise BurnedInTextError(label, reason)
+    return reason
+
+
+# --------------------------------------------------------------------------- DICOM
+
+
+@dataclass
+class _Rendered:
+    image: Image.Image  # "L" or "RGB", already at the target size (pickles for the worker processes)
+    windows: list[Window] | None
+    size: tuple[int, int]
+    redacted: int = 0
+
+
+def _render_frame(
+    ds: Dataset,
+    index: int,
+    window: Window | None,
+    composite: str | None,
+    budget: PixelBudget | None,
+    redact: str | None,
+    label: str,
+) -> _Rendered:
+    frame = decode_frame(ds, index, label)
+    arr, windows = frame_to_uint8(ds, frame, index, window=window, composite=composite, label=label)
+    h, w = arr.shape[:2]
+    redacted = 0
+    if redact is not None:
+        arr, redacted = redact_text(arr, label=label, required=True)
+    img = _resize_uint8(arr, _target_size(budget, w, h, label))
+    return _Rendered(_rgb(img), windows, (w, h), redacted)
+
+
+def _render_dicom(
+    ds: Dataset,
+    digest: str | None,
+    spec: RenderSpec,
+    budget: PixelBudget | None,
+    max_images: int | None,
+    policy: BurnedInPolicy,
+    label: str,
+) -> tuple[list[Image.Image], RenderRecord]:
+    reason = _apply_policy(ds, policy, label)
+    redact = reason if policy == "redact" else None
+    n = frame_count(ds, label)
+    chosen = select_frames(spec.frames, n, max_images=max_images, label=label)
+    window = resolve_window(spec.window)
+    results: dict[int, _Rendered] = {}
+    # The middle frame first: an "auto" (percentile) window found there is reused for every frame.
+    middle = chosen[len(chosen) // 2]
+    first = _render_frame(ds, middle, window, spec.composite, budget, redact, label)
+    results[middle] = first
+    if window is None and first.windows and first.windows[0].source == "auto":
+        window = first.windows[0]
+    for i in chosen:
+        if i not in results:
+            results[i] = _render_frame(ds, i, window, spec.composite, budget, redact, label)
+    return _finish([results[i] for i in chosen], chosen, n, ds, "dicom", digest, spec, budget, reason)
+
+
+def _finish(
+    parts: list[_Rendered],
+    chosen: list[int],
+    total: int,
+    ds: Dataset | dict[str, Any],
+    kind: SourceKind,
+    digest: str | None,
+    spec: RenderSpec,
+    budget: PixelBudget | None,
+    reason: str | None,
+) -> tuple[list[Image.Image], RenderRecord]:
+    images = [_rgb(p.image) for p in parts]
+    meta = ds["_meta"] if isinstance(ds, dict) else safe_metadata(ds)
+    record = RenderRecord(
+        source_kind=kind,
+        sha256=digest,
+        original_size=parts[0].size,
+        frames_total=total,
+        frames=chosen,
+        windows=[_window_records(p.windows) for p in parts],
+        composite=spec.composite,
+        photometric=str(ds.get("PhotometricInterpretation", "")).strip() or None,
+        modality=meta.get("Modality"),
+        metadata=meta,
+        output_sizes=[im.size for im in images],
+        visual_tokens=_tokens(budget, [im.size for im in images]),
+        resized=any(im.size != p.size for im, p in zip(images, parts)),
+        burned_in=reason,
+        redacted_regions=sum(p.redacted for p in parts),
+    )
+    return images, record
+
+
+# --------------------------------------------------------------------------- series
+
+
+@dataclass(frozen=True)
+class _SliceTask:
+    source: Any
+    label: str
+    frame: int
+    window: Window | None
+    composite: str | None
+    budget: PixelBudget | None
+    limits: DecodeLimits
+    policy: BurnedInPolicy
+    render_now: bool = True
+
+
+_HEADER_KEYWORDS = (
+    "SeriesInstanceUID",
+    "ImageOrientationPatient",
+    "ImagePositionPatient",
+    "InstanceNumber",
+    "NumberOfFrames",
+    "BurnedInAnnotation",
+    "SOPClassUID",
+    "Modality",
+    "PhotometricInterpretation",
+)
+
+
+def _slim(full: Dataset) -> dict[str, Any]:
+    """Only what ordering, policy and the record need, as plain values: cheap to pickle between processes."""
+    out: dict[str, Any] = {}
+    for keyword in _HEADER_KEYWORDS:
+        value = full.get(keyword)
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            out[keyword] = [str(v) for v in value]
+        elif isinstance(value, (int, float)):
+            out[keyword] = float(value)
+        else:
+            out[keyword] = str(value)
+    out["_meta"] = safe_metadata(full)
+    return out
+
+
+def _file_task(task: _SliceTask) -> tuple[dict[str, Any], str, _Rendered | None]:
+    """Read one file of a series: its slim header, its sha256 and, when asked and single-frame, its render."""
+    source, label = task.source, task.label
+    if isinstance(source, Dataset):
+        data, digest = source, ""
+    else:
+        data = map_file(source, label, task.limits) if isinstance(source, (str, os.PathLike)) else bytes(source)
+        digest = hashlib.sha256(data).hexdigest()
+    ds = read_dicom(data, name=label, limits=task.limits, stop_before_pixels=not task.render_now)
+    rendered = None
+    if task.render_now and frame_count(ds, label) == 1:
+        reason = _apply_policy(ds, task.policy, label)  # refuses before any pixel is decoded
+        redact = reason if task.policy == "redact" else None
+        rendered = _render_frame(ds, 0, task.window, task.composite, task.budget, redact, label)
+    return _slim(ds), digest, rendered
+
+
+def _slice_task(task: _SliceTask) -> _Rendered:
+    ds = read_dicom(task.source, name=task.label, limits=task.limits)
+    reason = _apply_policy(ds, task.policy, task.label)
+    return _render_frame(
+        ds,
+        task.frame,
+        task.window,
+        task.composite,
+        task.budget,
+        reason if task.policy == "redact" else None,
+        task.label,
+    )
+
+
+_POOL: ProcessPoolExecutor | None = None
+_POOL_SIZE = 0
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """A persistent process pool, resized on demand.
+
+    ``fork`` while this process has a single thread (fast start, no re-import of ``__main__``);
+    ``forkserver`` once other threads exist (a threaded server: forking could copy held locks), which
+    needs the usual ``if __name__ == "__main__":`` guard in a calling script.
+    """
+    global _POOL, _POOL_SIZE
+    if _POOL is None or _POOL_SIZE != workers:
+        import multiprocessing
+        import threading
+
+        if _POOL is not None:
+            _POOL.shutdown(cancel_futures=True)
+        method = "fork" if threading.active_count() == 1 else "forkserver"
+        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        _POOL_SIZE = workers
+    return _POOL
+
+
+@atexit.register
+def _close_pool() -> None:
+    if _POOL is not None:
+        _POOL.shutdown(cancel_futures=True)
+
+
+def _map(fn: Any, items: list[Any], workers: int) -> list[Any]:
+    """``[fn(x) for x in items]``, in ``workers`` processes when asked (falls back in-process if the pool broke)."""
+    global _POOL
+    if workers <= 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    chunk = max(1, math.ceil(len(items) / (workers * 2)))
+    try:
+        return list(_pool(workers).map(fn, items, chunksize=chunk))
+    except BrokenProcessPool:
+        log.warning("render worker pool broke; rendering in-process")
+        _POOL = None
+        return [fn(x) for x in items]
+
+
+def _render_series(
+    sources: list[Any],
+    spec: RenderSpec,
+    budget: PixelBudget | None,
+    max_images: int | None,
+    policy: BurnedInPolicy,
+    limits: DecodeLimits,
+    workers: int,
+    name: str | None = None,
+) -> tuple[list[Image.Image], RenderRecord]:
+    """Order the files along the slice normal, select slices, render them (in ``workers`` processes).
+
+    When every file will be rendered anyway (the selection covers all single-frame files), each
+    file is read, hashed and rendered in one pass; otherwise headers are read first and only the
+    selected slices are decoded. An ``auto`` (percentile) window is taken from the middle slice
+    and applied to the whole series.
+    """
+    labels = [f"{name}[{i}]" if name else _label(s) for i, s in enumerate(sources)]
+    for s, label in zip(sources, labels):
+        if isinstance(s, Image.Image) or (
+            isinstance(s, (bytes, bytearray)) and _sniff(bytes(s)) in ("png", "jpeg", "webp")
+        ):
+            raise RenderError(f"{label}: a list of sources is a DICOM series; plain images go one per call")
+    window = resolve_window(spec.window)
+    one_pass = len(select_frames(spec.frames, len(sources), max_images=max_images, label=labels[0])) == len(sources)
+
+    def task(i: int, frame: int, w: Window | None, render_now: bool = True) -> _SliceTask:
+        return _SliceTask(sources[i], labels[i], frame, w, spec.composite, budget, limits, policy, render_now)
+
+    scanned = _map(_file_task, [task(i, 0, window, one_pass) for i in range(len(sources))], workers)
+    headers = [h for h, _, _ in scanned]
+    order = slice_order(headers, labels)
+    slices: list[tuple[int, int]] = []  # (file index, frame index) along the normal
+    for i in order:
+        slices.extend((i, f) for f in range(frame_count(headers[i], labels[i])))
+    chosen = select_frames(spec.frames, len(slices), max_images=max_images, label=labels[order[0]])
+    reasons = [_apply_policy(headers[slices[k][0]], policy, labels[slices[k][0]]) for k in chosen]
+    reason = next((r for r in reasons if r), None)
+
+    results: dict[int, _Rendered] = {}
+    if one_pass and len(slices) == len(sources):
+        results = {k: scanned[slices[k][0]][2] for k in chosen}
+    middle = chosen[len(chosen) // 2]
+    if window is None:
+        if middle not in results:
+            results[middle] = _slice_task(task(*slices[middle], None))
+        first = results[middle].windows
+        if first and first[0].source == "auto":
+            # One percentile window for the whole series: re-render slices that picked their own.
+            window = first[0]
+            results = {k: r for k, r in results.items() if k == middle or not r.windows or r.windows[0] == window}
+    rest = [k for k in chosen if k not in results]
+    for k, r in zip(rest, _map(_slice_task, [task(*slices[k], window) for k in rest], workers)):
+        results[k] = r
+    digest = hashlib.sha256("".join(scanned[i][1] for i in order).encode()).hexdigest()
+    ref = headers[slices[middle][0]]
+    return _finish([results[k] for k in chosen], chosen, len(slices), ref, "series", digest, spec, budget, reason)

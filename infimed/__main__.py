@@ -1,0 +1,3 @@
+from infimed.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,245 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _files import tf  # noqa: E402
+
+from core.budget import PixelBudget  # noqa: E402
+from core.dicom import DecodeLimits  # noqa: E402
+from core.manifest import RenderSpec  # noqa: E402
+from core.render import BurnedInTextError, DicomError, RenderError, RenderRecord, render  # noqa: E402
+
+BUDGET = PixelBudget(min_pixels=56 * 56, max_pixels=448 * 448)
+SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
+
+
+def _png(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_ct_slice_to_budget_with_record() -> None:
+    path = tf("693_J2KI.dcm")
+    images, record = render(path, RenderSpec(window="lung"), BUDGET)
+    assert len(images) == 1 and images[0].mode == "RGB" and images[0].size == (448, 448)
+    assert record.source_kind == "dicom" and record.original_size == (512, 512)
+    assert record.resized is True and record.output_sizes == [(448, 448)]
+    assert record.visual_tokens == [BUDGET.visual_tokens(512, 512)] == [256]
+    assert record.windows[0][0].name == "lung" and record.windows[0][0].center == -600
+    assert record.modality == "CT" and record.metadata["Modality"] == "CT"
+    assert record.sha256 == hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    again = RenderRecord.model_validate_json(record.model_dump_json())
+    assert again == record
+    json.dumps(record.model_dump(mode="json"))
+
+
+def test_render_is_deterministic_and_sources_agree() -> None:
+    path = tf("CT_small.dcm")
+    data = Path(path).read_bytes()
+    a, ra = render(path, RenderSpec(window="soft_tissue"), BUDGET)
+    b, rb = render(data, RenderSpec(window="soft_tissue"), BUDGET)
+    c, rc = render(pydicom.dcmread(path), RenderSpec(window="soft_tissue"), BUDGET)
+    assert a[0].tobytes() == b[0].tobytes() == c[0].tobytes()
+    assert ra.sha256 == rb.sha256 and rc.sha256 is None
+
+
+def test_no_budget_keeps_size_and_exact_values() -> None:
+    images, record = render(tf("CT_small.dcm"), RenderSpec(window="lung"), None)
+    assert images[0].size == (128, 128) and record.resized is False and record.visual_tokens is None
+    assert images[0].getpixel((30, 100)) == (241, 241, 241)  # HU 65 in the lung window, by hand in test_dicom
+
+
+def test_image_already_in_budget_is_not_resized() -> None:
+    png = _png(np.random.default_rng(0).integers(0, 255, (224, 280, 3), dtype=np.uint8))
+    images, record = render(png, None, BUDGET)
+    assert record.source_kind == "png" and record.resized is False and images[0].size == (280, 224)
+    assert np.array_equal(np.asarray(images[0]), np.asarray(Image.open(io.BytesIO(png))))
+
+
+def test_png_and_jpeg_go_through_the_same_function() -> None:
+    jpg = (SKIMAGE_DATA / "retina.jpg").read_bytes()
+    images, record = render(jpg, None, BUDGET)
+    assert record.source_kind == "jpeg" and record.original_size == (1411, 1411)
+    assert images[0].size == BUDGET.resized(1411, 1411) and images[0].mode == "RGB"
+    images, record = render(SKIMAGE_DATA / "ihc.png", None, BUDGET)
+    assert record.source_kind == "png" and images[0].size == BUDGET.resized(512, 512)
+    gray = Image.open(SKIMAGE_DATA / "camera.png")
+    images, record = render(gray, None, None)
+    assert (
+        record.source_kind == "image"
+        and images[0].mode == "RGB"
+        and images[0].getpixel((10, 10))[0] == gray.getpixel((10, 10))
+    )
+
+
+def test_16bit_png_gets_an_auto_window() -> None:
+    arr = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 15).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    images, record = render(buf.getvalue(), None, None)
+    out = np.asarray(images[0])[..., 0]
+    assert record.windows[0][0].source == "auto" and out[0, 0] == 0 and out[-1, -1] == 255
+
+
+def test_image_guards_and_bad_bytes() -> None:
+    png = _png(np.zeros((100, 100), np.uint8))
+    with pytest.raises(RenderError, match="over the limit of 5000"):
+        render(png, None, None, limits=DecodeLimits(max_pixels=5000))
+    with pytest.raises(RenderError, match="cannot decode the image"):
+        render(png[:40] + b"\x00" * 20, None, None)
+    with pytest.raises(RenderError, match="composite"):
+        render(png, RenderSpec(composite="ct3"), None)
+    with pytest.raises(RenderError, match="do not also give window"):
+        render(tf("CT_small.dcm"), RenderSpec(composite="ct3", window="lung"), None)
+    with pytest.raises(RenderError, match="unknown window preset"):
+        render(tf("CT_small.dcm"), RenderSpec(window="liverish"), None)
+
+
+def test_composite_ct3_record() -> None:
+    images, record = render(tf("CT_small.dcm"), RenderSpec(composite="ct3"), None)
+    assert record.composite == "ct3" and [w.name for w in record.windows[0]] == ["lung", "mediastinum", "bone"]
+    assert images[0].getpixel((30, 100)) == (241, 139, 80)
+
+
+def test_multiframe_frame_selection() -> None:
+    path = tf("examples_ybr_color.dcm")
+    images, record = render(path, RenderSpec(frames="uniform:4"), BUDGET, policy="allow")
+    assert len(images) == 4 and record.frames == [3, 11, 18, 26] and record.frames_total == 30
+    assert record.photometric == "YBR_FULL_422" and record.windows == [[], [], [], []]
+    images, record = render(path, RenderSpec(frames=[0, 29]), BUDGET, policy="allow")
+    assert record.frames == [0, 29]
+    with pytest.raises(RenderError, match="limit is 1"):
+        render(path, RenderSpec(frames=[0, 29]), BUDGET, policy="allow", max_images=1)
+    images, record = render(tf("emri_small.dcm"), None, None, max_images=3)
+    assert record.frames == [1, 5, 8] and len({w[0].center for w in record.windows}) == 1  # one window for all frames
+
+
+def test_burned_in_policy() -> None:
+    path = tf("examples_rgb_color.dcm")  # US without BurnedInAnnotation
+    with pytest.raises(BurnedInTextError) as info:
+        render(path, None, BUDGET)
+    assert "absent on a US image" in info.value.reason and isinstance(info.value, RenderError)
+    images, record = render(path, None, BUDGET, policy="allow")
+    assert record.burned_in and "US" in record.burned_in and len(images) == 1
+    ds = pydicom.dcmread(tf("CT_small.dcm"))
+    ds.BurnedInAnnotation = "YES"
+    with pytest.raises(BurnedInTextError, match="BurnedInAnnotation = YES"):
+        render(ds, None, None)
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError:
+        with pytest.raises(BurnedInTextError, match="OCR extra"):
+            render(ds, None, None, policy="redact")
+
+
+def test_cr_monochrome1_film_renders_inverted() -> None:
+    images, record = render(tf("RG1_UNCR.dcm"), None, BUDGET)
+    assert record.photometric == "MONOCHROME1" and images[0].size == BUDGET.resized(1841, 1955)
+    arr = np.asarray(images[0])[..., 0].astype(float)
+    h, w = arr.shape
+    # Lungs (centre band) are darker than the mediastinum/bone edges of the film once inverted.
+    assert arr[h // 2, w // 4] < arr[h // 2, w // 2]
+
+
+def _ct5n() -> list[str]:
+    folder = Path(tf("CT_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
+    return sorted(str(p) for p in folder.iterdir())
+
+
+def test_series_render_is_independent_of_file_order() -> None:
+    paths = _ct5n()
+    shuffled = paths[:]
+    random.Random(1).shuffle(shuffled)
+    a, ra = render(paths, RenderSpec(window="soft_tissue", frames="uniform:5"), BUDGET)
+    b, rb = render(shuffled, RenderSpec(window="soft_tissue", frames="uniform:5"), BUDGET)
+    assert ra.source_kind == "series" and ra.frames_total == 5 and len(a) == 5
+    assert [x.tobytes() for x in a] == [x.tobytes() for x in b]
+    assert ra.sha256 == rb.sha256
+    z = [float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in paths]
+    first = min(range(5), key=lambda i: z[i])
+    single, _ = render(paths[first], RenderSpec(window="soft_tissue"), BUDGET)
+    assert single[0].tobytes() == a[0].tobytes()  # the first image is the lowest slice
+
+
+def test_phantom_series_in_two_processes_matches_one(tmp_path) -> None:
+    from core.phantoms import generate_series
+
+    paths = [str(p) for p in generate_series(tmp_path, slices=12, seed=0, size=96)]
+    random.Random(0).shuffle(paths)
+    one, r1 = render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12)
+    two, r2 = render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12, workers=2)
+    assert [x.tobytes() for x in one] == [x.tobytes() for x in two]
+    assert r1.model_dump() == r2.model_dump()
+    positions = [float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in paths]
+    assert r1.frames == list(range(12)) and len(set(positions)) == 12
+
+
+def test_series_rejects_plain_images_and_mixed_series() -> None:
+    png = _png(np.zeros((10, 10), np.uint8))
+    with pytest.raises(RenderError, match="DICOM series"):
+        render([png, png], None, None)
+    with pytest.raises(DicomError, match="different series"):
+        render([tf("CT_small.dcm"), tf("MR_small.dcm")], None, None)
+
+
+def test_redact_policy_blacks_out_ocr_boxes(monkeypatch) -> None:
+    """The OCR extra is optional: a stand-in engine checks the redaction path end to end."""
+    import types
+
+    import core._redact as redact
+
+    class FakeOCR:
+        def __call__(self, rgb):
+            assert rgb.ndim == 3 and rgb.shape[-1] == 3
+            return [([[10, 10], [40, 10], [40, 20], [10, 20]], "DOE^JANE", 0.99)], 0.01
+
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", types.SimpleNamespace(RapidOCR=FakeOCR))
+    monkeypatch.setattr(redact, "_OCR", None)
+    images, record = render(tf("examples_rgb_color.dcm"), None, None, policy="redact")
+    arr = np.asarray(images[0])
+    assert record.redacted_regions == 1 and record.burned_in
+    assert arr[8:22, 8:42].max() == 0 and arr.max() > 0
+
+
+def test_exif_rotated_jpeg_keeps_its_displayed_aspect() -> None:
+    img = Image.fromarray(np.zeros((100, 300, 3), np.uint8))  # 300 wide, 100 high as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° on display: 100 wide, 300 high
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", exif=exif.tobytes())
+    images, record = render(buf.getvalue(), None, BUDGET)
+    assert record.original_size == (100, 300)
+    assert images[0].size == BUDGET.resized(100, 300)
+
+
+def test_series_subset_and_one_auto_window_for_all_slices(tmp_path) -> None:
+    from core.phantoms import generate_series
+
+    paths = []
+    for p in generate_series(tmp_path, slices=7, seed=4, size=64):
+        ds = pydicom.dcmread(p)
+        del ds.WindowCenter, ds.WindowWidth  # no file window: percentiles of the middle slice
+        ds.save_as(p)
+        paths.append(str(p))
+    images, record = render(paths[::-1], RenderSpec(frames="uniform:3"), None)
+    assert record.frames == [1, 3, 5] and record.frames_total == 7 and len(images) == 3
+    windows = {(w[0].source, w[0].center, w[0].width) for w in record.windows}
+    assert len(windows) == 1 and next(iter(windows))[0] == "auto"
+    single, _ = render(
+        paths[3], RenderSpec(window={"center": record.windows[0][0].center, "width": record.windows[0][0].width}), None
+    )
+    assert single[0].tobytes() == images[1].tobytes()  # the middle selected slice is slice 3 along z
+    all_images, all_record = render(paths, None, None, max_images=7)
+    assert len({(w[0].center, w[0].width) for w in all_record.windows}) == 1

@@ -1,0 +1,154 @@
+"""Deterministic scorers: crafted good and bad samples, each score in [0, 1] with the expected reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.manifest import Sample
+from curation.features import analyse_image
+from curation.scorers import SCORERS, SampleContext, run_scorer
+
+from .conftest import make_image, vqa
+
+
+def ctx_for(rec: dict, licences: list[str] | None = None) -> SampleContext:
+    s = Sample.model_validate(rec)
+    ims = [analyse_image(Path(r.path), r.kind, None) for r in s.images]
+    return SampleContext(s, ims, allowed_licences=licences or [])
+
+
+def score(name: str, ctx: SampleContext, **params):
+    sc = run_scorer(name, ctx, params)
+    assert 0.0 <= sc.score <= 1.0 and sc.reason
+    return sc
+
+
+@pytest.fixture(scope="module")
+def imgs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("imgs")
+    out = {k: str(make_image(d / f"{k}.png", kind=k, seed=3)) for k in ("sharp", "blurred", "blank", "colour")}
+    out["small"] = str(make_image(d / "small.png", size=(64, 64)))
+    out["wide"] = str(make_image(d / "wide.png", size=(800, 100)))
+    (d / "broken.png").write_bytes(b"garbage")
+    out["broken"] = str(d / "broken.png")
+    return out
+
+
+def test_every_registered_scorer_runs_on_a_good_sample(imgs) -> None:
+    ctx = ctx_for(vqa("a", imgs["sharp"], "Is there a nodule in the lung on this CT?", "Yes, in the left lower lobe."))
+    for name in SCORERS:
+        if name == "consistency.clip":
+            continue  # needs a local model folder
+        sc = score(name, ctx)
+        assert sc.score >= 0.5, (name, sc)
+        assert not sc.flags, (name, sc.flags)
+
+
+def test_visual_scorers_separate_good_from_bad(imgs) -> None:
+    q, a = "Is there a nodule?", "No."
+    good = ctx_for(vqa("g", imgs["sharp"], q, a))
+    assert (
+        score("visual.sharpness", good).score
+        > score("visual.sharpness", ctx_for(vqa("b", imgs["blurred"], q, a))).score
+    )
+    assert "blurred" in score("visual.sharpness", ctx_for(vqa("b", imgs["blurred"], q, a))).reason
+    broken = score("visual.decodable", ctx_for(vqa("x", imgs["broken"], q, a)))
+    assert broken.score == 0 and "undecodable_image" in broken.flags
+    blank = score("visual.decodable", ctx_for(vqa("x", imgs["blank"], q, a)))
+    assert blank.score == 0 and "blank" in blank.reason
+    assert score("visual.resolution", ctx_for(vqa("s", imgs["small"], q, a)), min_side=224).score == pytest.approx(
+        64 / 224
+    )
+    assert score("visual.aspect", ctx_for(vqa("w", imgs["wide"], q, a))).score < 0.5
+    assert score("visual.exposure", ctx_for(vqa("x", imgs["blank"], q, a))).score == 0
+
+
+def test_text_scorers(imgs) -> None:
+    im = imgs["sharp"]
+    empty = score(
+        "text.length",
+        ctx_for({"schema_version": 1, "id": "e", "task": "caption", "text": "<image>", "images": [{"path": im}]}),
+    )
+    assert empty.score == 0 and "empty_text" in empty.flags
+    loop = " ".join(["the nodule is big"] * 30)
+    assert score("text.repetition", ctx_for(vqa("r", im, "Describe.", loop))).score < 0.5
+    trunc = score(
+        "text.truncation", ctx_for(vqa("t", im, "Describe.", "There is a large opacity in the right lower lobe with"))
+    )
+    assert trunc.score <= 0.4 and "truncated" in trunc.reason
+    missing = score("text.answer", ctx_for(vqa("m", im, "Is there a nodule?", None)))
+    assert missing.score == 0 and "missing_answer" in missing.flags
+    opts = vqa("o", im, "Yes or no?", "maybe", answer_type="closed", options=["yes", "no"])
+    assert score("text.answer", ctx_for(opts)).score == 0.5
+    assert (
+        score("text.language", ctx_for(vqa("l", im, "Describe.", "The lesion is Ã© â€™ \ufffd\ufffd bad"))).score < 0.8
+    )
+
+
+def test_consistency_against_header_and_image_statistics(imgs, dicom_files) -> None:
+    ct = str(dicom_files["CT_small.dcm"])
+    assert score("consistency.modality", ctx_for(vqa("a", ct, "What does this CT show?", "A normal CT."))).score == 1.0
+    wrong = score("consistency.modality", ctx_for(vqa("b", ct, "What does this MRI show?", "A T2 lesion.")))
+    assert wrong.score < 0.5 and "MR" in wrong.reason and "CT" in wrong.reason
+    colour = score(
+        "consistency.modality", ctx_for(vqa("c", imgs["colour"], "What does this chest X-ray show?", "Clear lungs."))
+    )
+    assert colour.score < 0.5 and "colour" in colour.reason
+    clean = str(dicom_files["clean"])  # BodyPartExamined CHEST
+    assert score("consistency.body_part", ctx_for(vqa("d", clean, "Is the chest normal?", "Yes."))).score == 1.0
+    assert score("consistency.body_part", ctx_for(vqa("e", clean, "Is the knee normal?", "Yes."))).score < 0.5
+
+
+def test_medical_value(imgs) -> None:
+    im = imgs["sharp"]
+    med = score("medical.vocabulary", ctx_for(vqa("a", im, "Is there pleural effusion?", "Yes, with atelectasis.")))
+    chat = score("medical.vocabulary", ctx_for(vqa("b", im, "What colour is the car?", "Red.")))
+    assert med.score == 1.0 and chat.score == 0.0
+    assert (
+        score("medical.question_type", ctx_for(vqa("c", im, "How many nodules are there?", "Two."))).reason
+        == "question type count"
+    )
+    assert score("medical.modality", ctx_for(vqa("d", im, "What is this?", "A picture."))).score < 0.5
+
+
+def test_safety_scorers(imgs, dicom_files) -> None:
+    im = imgs["sharp"]
+    phi = score("safety.text_phi", ctx_for(vqa("a", im, "Is there a nodule?", "Yes, MRN: 1234567, jane@x.org")))
+    assert phi.score == 0 and "direct_identifiers" in phi.flags and "1234567" not in phi.reason
+    dated = score("safety.text_phi", ctx_for(vqa("b", im, "Findings on 2021-03-04?", "Stable.")))
+    assert "dates" in dated.flags and "direct_identifiers" not in dated.flags
+    # the patient's name comes from the DICOM header
+    named = score(
+        "safety.text_phi",
+        ctx_for(vqa("c", str(dicom_files["CT_small.dcm"]), "Is this CompressedSamples CT normal?", "Yes.")),
+    )
+    assert "name" in named.reason
+    head = score("safety.header_phi", ctx_for(vqa("d", str(dicom_files["CT_small.dcm"]), "Normal?", "Yes.")))
+    assert head.score < 1 and "PatientName" in head.reason and "header_phi" in head.flags
+    assert score("safety.header_phi", ctx_for(vqa("e", str(dicom_files["clean"]), "Normal?", "Yes."))).score == 1.0
+    burned = score("safety.burned_in", ctx_for(vqa("f", str(dicom_files["burned"]), "Normal?", "Yes.")))
+    assert burned.score == 0 and "burned_in_annotation" in burned.flags
+    us = score("safety.burned_in", ctx_for(vqa("u", str(dicom_files["examples_rgb_color.dcm"]), "Normal?", "Yes.")))
+    assert us.score < 1 and "burned_in_risk" in us.flags and "US image" in us.reason
+    lic = score("safety.licence", ctx_for(vqa("g", im, "Normal?", "Yes.", licence="CC-BY-NC-ND-4.0"), ["CC-BY-4.0"]))
+    assert lic.score == 0 and "licence" in lic.flags
+    assert (
+        score("safety.licence", ctx_for(vqa("h", im, "Normal?", "Yes.", licence="CC-BY-4.0"), ["cc-by-4.0"])).score == 1
+    )
+
+
+def test_ocr_without_its_package_fails_clearly(imgs) -> None:
+    try:
+        import rapidocr_onnxruntime  # noqa: F401
+    except ImportError:
+        with pytest.raises(ValueError, match="rapidocr-onnxruntime"):
+            run_scorer("safety.burned_in", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"ocr": True})
+    else:  # pragma: no cover - only where the optional package is installed
+        assert run_scorer("safety.burned_in", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"ocr": True}).score >= 0
+
+
+def test_bad_scorer_params_name_the_scorer(imgs) -> None:
+    with pytest.raises(ValueError, match="visual.resolution"):
+        run_scorer("visual.resolution", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"min_sidee": 3})

@@ -1,0 +1,108 @@
+"""Clinician feedback on answers: JSON lines with the comment scrubbed by :func:`core.phi.scrub`.
+
+A record always holds the request id, model, rating (``up`` | ``down`` | ``flag``), the scrubbed comment
+and a timestamp. Linking the question and answer is opt-in (``link=True``): then the scrubbed question
+and answer, the render settings and the rendered images the model saw (already de-identified 8-bit
+PNGs) are kept too, so flagged answers can become a curation manifest (:func:`feedback_manifest`).
+
+    {"time": "…", "request_id": "ui-…", "model": "tiny", "rating": "flag", "comment": "wrong side, seen on [DATE]",
+     "linked": true, "question": "…", "answer": "…", "settings": ["window lung"], "images": ["images/ui-…-0.png"]}
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from core.phi import scrub
+from ui.messages import Turn
+
+log = logging.getLogger(__name__)
+RATINGS = ("up", "down", "flag")
+_lock = threading.Lock()
+
+
+def feedback_record(turn: Turn, *, rating: str, comment: str = "", link: bool = False) -> dict[str, Any]:
+    """The JSON record for feedback on ``turn`` (pure: no I/O). Raises ValueError for an unknown rating."""
+    if rating not in RATINGS:
+        raise ValueError(f"rating must be one of {', '.join(RATINGS)}, got {rating!r}")
+    rec: dict[str, Any] = {
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "request_id": turn.request_id,
+        "model": turn.model,
+        "rating": rating,
+        "comment": scrub(comment.strip())[:2000],
+        "linked": bool(link),
+    }
+    if link:
+        rec["question"] = scrub(turn.question)
+        rec["answer"] = scrub(turn.answer)
+        rec["settings"] = list(turn.settings)
+        rec["stopped"] = turn.stopped
+    return rec
+
+
+class FeedbackStore:
+    """Appends records to ``<dir>/feedback.jsonl`` (mode 0600); linked images go to ``<dir>/images/``."""
+
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.path = self.dir / "feedback.jsonl"
+
+    def add(self, turn: Turn, *, rating: str, comment: str = "", link: bool = False) -> dict[str, Any]:
+        """Build, store and return the record for feedback on ``turn``."""
+        rec = feedback_record(turn, rating=rating, comment=comment, link=link)
+        with _lock:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if link:
+                rec["images"] = self._save_images(turn)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        log.info("feedback %s on request %s stored", rating, turn.request_id)
+        return rec
+
+    def _save_images(self, turn: Turn) -> list[str]:
+        out = []
+        (self.dir / "images").mkdir(exist_ok=True, mode=0o700)
+        safe_id = "".join(c for c in turn.request_id if c.isalnum() or c in "-_") or "unknown"
+        for i, url in enumerate(turn.preview):
+            head, _, payload = url.partition(",")
+            if head != "data:image/png;base64":
+                continue
+            rel = f"images/{safe_id}-{i}.png"
+            (self.dir / rel).write_bytes(base64.b64decode(payload))
+            out.append(rel)
+        return out
+
+
+def feedback_manifest(feedback_path: Path, out_path: Path, *, ratings: tuple[str, ...] = ("flag", "down")) -> int:
+    """Write the linked records with one of ``ratings`` as a curation manifest (``core.manifest``); returns the count.
+
+    Each becomes a ``vqa`` sample: the question with its images, the model's answer, and the
+    clinician's scrubbed comment in ``meta.feedback`` (curators write the corrected answer).
+    """
+    from core.manifest import Sample, write_manifest
+
+    feedback_path = Path(feedback_path)
+    samples = []
+    for line in feedback_path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        rec = json.loads(line)
+        if not rec.get("linked") or rec.get("rating") not in ratings:
+            continue
+        images = [str((feedback_path.parent / p).resolve()) for p in rec.get("images", [])]
+        content = [{"type": "image", "index": i} for i in range(len(images))] + [{"type": "text", "text": rec["question"]}]
+        samples.append(Sample(id=f"feedback-{rec['request_id']}", task="vqa",
+                              messages=[{"role": "user", "content": content}, {"role": "assistant", "content": rec["answer"]}],
+                              images=[{"path": p} for p in images],
+                              meta={"source": "ui-feedback", "feedback": rec["rating"], "comment": rec["comment"], "model": rec["model"]}))  # fmt: skip
+    write_manifest(out_path, samples)
+    return len(samples)
