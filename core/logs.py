@@ -25,6 +25,6 @@ def configure_logging(level: str | None = None, *, force: bool = False) -> None:
         raise ValueError(f"unknown log level {level!r} (use DEBUG, INFO, WARNING, ERROR)")
     logging.basicConfig(level=numeric, format=_FORMAT, stream=sys.stderr, force=True)
     # Third-party loggers that would echo request URLs or bodies at INFO.
-    for noisy in ("httpx", "httpcore", "urllib3", "multipart"):
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "urllib3", "multipart"):
         logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
     _configured = True

@@ -226,6 +226,14 @@ _NAME_HONORIFIC = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr)\.?\s+(?P<v>" + _CAP + 
 _NAME_LABELLED = re.compile(
     r"(?i:\b(?:patient(?:'s)?\s+name|name|patient|pt)\s*:\s*)(?P<v>" + _CAP + r"(?:,?\s+" + _CAP + r"){1,2})"
 )
+# "Patient John Smith" (no colon): two or three capitalised words that are not a known phrase.
+_NOT_NAMES = (
+    r"(?!(?:Position|Positioning|Health|History|Information|Identity|Identification|Name|Care|Safety|Record|Portal|"
+    r"Education|Consent|Orientation|Registration|Preparation|Monitoring|Support|Services?|Data|ID)\b)"
+)
+_NAME_UNLABELLED = re.compile(
+    r"(?:\b[Pp]atient|\bPt\.?)\s+" + r"(?P<v>" + _NOT_NAMES + _CAP + r"\s+" + _NOT_NAMES + _CAP + r")\b"
+)
 _NAME_PN = re.compile(r"\b[A-Z][A-Za-z'\-]+\^[A-Z][A-Za-z'\-]*(?:\^(?:[A-Za-z'.\-]*[A-Za-z'])?)*")
 
 # (pattern, kind, priority, value group or None for the whole match)
@@ -241,6 +249,7 @@ _RULES: list[tuple[re.Pattern[str], str, int, str | None]] = [
     (_NAME_PN, "name", 6, None),
     (_NAME_LABELLED, "name", 6, "v"),
     (_NAME_HONORIFIC, "name", 6, "v"),
+    (_NAME_UNLABELLED, "name", 5, "v"),
     (_ADDRESS, "address", 5, None),
     (_UID, "uid", 5, None),
     (_DIGIT_RUN, "mrn", 3, None),

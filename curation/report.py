@@ -35,7 +35,8 @@ def _plots(records: Sequence[dict[str, Any]], summary: dict[str, Any], recipe: R
     names = []
     dims = [d for d in DIMENSIONS if any(d in r.get("dimensions_final", {}) for r in records)]
     if dims:
-        fig = Figure(figsize=(3 * (len(dims) + 1), 2.6))
+        fig = Figure(figsize=(2.4 * (len(dims) + 1), 2.4))
+        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.12, top=0.88, wspace=0.3)
         axes = fig.subplots(1, len(dims) + 1, squeeze=False)
         for ax, d in zip(axes[0], [*dims, "overall"]):
             for decision, colour in (("kept", "tab:green"), ("rejected", "tab:red")):
@@ -52,18 +53,17 @@ def _plots(records: Sequence[dict[str, Any]], summary: dict[str, Any], recipe: R
             ax.set_title(d)
             ax.set_xlim(0, 1)
         axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
         _save(fig, files / "histograms.png")
         names.append("histograms.png")
 
     rules = summary.get("rules") or {}
     if rules:
         fig = Figure(figsize=(6, 0.35 * len(rules) + 1))
+        fig.subplots_adjust(left=0.4, right=0.97, bottom=0.25 / (0.35 * len(rules) + 1) * 3, top=0.95)
         ax = fig.subplots()
         items = sorted(rules.items(), key=lambda kv: kv[1])
         ax.barh([k for k, _ in items], [v for _, v in items], color="tab:red")
         ax.set_xlabel("samples dropped")
-        fig.tight_layout()
         _save(fig, files / "rules.png")
         names.append("rules.png")
 
@@ -76,6 +76,7 @@ def _plots(records: Sequence[dict[str, Any]], summary: dict[str, Any], recipe: R
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = np.ma.corrcoef(np.ma.masked_invalid(mat), rowvar=False).filled(np.nan)
         fig = Figure(figsize=(4.2, 3.6))
+        fig.subplots_adjust(left=0.25, right=0.95, bottom=0.25, top=0.9)
         ax = fig.subplots()
         im = ax.imshow(corr, vmin=-1, vmax=1, cmap="coolwarm")
         ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
@@ -86,7 +87,6 @@ def _plots(records: Sequence[dict[str, Any]], summary: dict[str, Any], recipe: R
                     ax.text(j, i, f"{corr[i, j]:.2f}", ha="center", va="center", fontsize=7)
         fig.colorbar(im, ax=ax, fraction=0.046)
         ax.set_title("score correlations")
-        fig.tight_layout()
         _save(fig, files / "correlations.png")
         names.append("correlations.png")
     return names

@@ -96,7 +96,8 @@ class GatewayHandle:
     def client(self, **kw):
         import openai
 
-        return openai.OpenAI(base_url=self.base_url, api_key=self.api_key, max_retries=0, timeout=kw.pop("timeout", 120), **kw)
+        kw = {"base_url": self.base_url, "api_key": self.api_key, "max_retries": 0, "timeout": 120} | kw
+        return openai.OpenAI(**kw)
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")

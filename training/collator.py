@@ -100,7 +100,9 @@ class PackBoundaries:
         rows = [torch.cat([torch.arange(n) for n in lens]) for lens in self.seq_lens]
         return torch.stack(rows)
 
-    def block_causal_mask(self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    def block_causal_mask(
+        self, *, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """``(B, 1, L, L)`` block-diagonal causal mask: boolean (SDPA) or additive in ``dtype`` (eager)."""
         doc = self.document_ids(device)
         same = doc[:, :, None] == doc[:, None, :]
@@ -128,14 +130,16 @@ class PackBoundaries:
         def document_causal(b: Any, h: Any, q: Any, kv: Any) -> Any:
             return (doc[b, q] == doc[b, kv]) & (kv <= q)
 
-        return create_block_mask(document_causal, B=doc.shape[0], H=None, Q_LEN=self.length, KV_LEN=self.length, device=device)
+        return create_block_mask(
+            document_causal, B=doc.shape[0], H=None, Q_LEN=self.length, KV_LEN=self.length, device=device
+        )
 
     def attention_inputs(self, backend: str, *, dtype: torch.dtype, device: torch.device | str) -> dict[str, Any]:
         """The model kwargs that isolate samples for one attention backend.
 
         ``sdpa``: a boolean 4-D mask; ``eager``: an additive 4-D mask; ``flex_attention``: a
-        ``BlockMask``; ``flash_attention_2``/``3``: no mask — transformers derives ``cu_seqlens`` from
-        the text positions (row 0 of ``position_ids``), which equal :meth:`cu_seqlens`.
+        ``BlockMask``; ``flash_attention_2``/``3`` and ``varlen_sdpa``: no mask — the boundaries are read
+        from the text positions (row 0 of ``position_ids``), which give exactly :meth:`cu_seqlens`.
         """
         if backend == "sdpa":
             return {"attention_mask": self.block_causal_mask(device=device)}
@@ -143,7 +147,7 @@ class PackBoundaries:
             return {"attention_mask": self.block_causal_mask(dtype=dtype, device=device)}
         if backend == "flex_attention":
             return {"attention_mask": self.flex_block_mask(device)}
-        if backend.startswith("flash_attention"):
+        if backend.startswith("flash_attention") or backend == "varlen_sdpa":
             return {"attention_mask": None}
         raise ValueError(f"unknown attention backend {backend!r}")
 
@@ -151,7 +155,9 @@ class PackBoundaries:
 class PackCollator:
     """Collate a batch of packs (each a list of :class:`EncodedSample`) into model inputs."""
 
-    def __init__(self, *, pad_token_id: int, image_token_id: int, spatial_merge_size: int = 2, pad_to_multiple_of: int = 8) -> None:
+    def __init__(
+        self, *, pad_token_id: int, image_token_id: int, spatial_merge_size: int = 2, pad_to_multiple_of: int = 8
+    ) -> None:
         self.pad_token_id = pad_token_id
         self.image_token_id = image_token_id
         self.spatial_merge_size = spatial_merge_size
@@ -179,7 +185,10 @@ class PackCollator:
                 labels[r, off : off + n] = lab
                 pos[0, r, off : off + n] = torch.arange(n)
                 pos[1:, r, off : off + n] = rope_index(
-                    s.input_ids, s.image_grid_thw, image_token_id=self.image_token_id, spatial_merge_size=self.spatial_merge_size
+                    s.input_ids,
+                    s.image_grid_thw,
+                    image_token_id=self.image_token_id,
+                    spatial_merge_size=self.spatial_merge_size,
                 )
                 if s.pixel_values is not None and s.image_grid_thw is not None:
                     pixels.append(s.pixel_values)

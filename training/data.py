@@ -103,7 +103,9 @@ def budget_from_processor(processor: Any) -> PixelBudget:
 class StageDataset(torch.utils.data.Dataset):
     """A stage's samples: planned lengths per epoch mix, and packs encoded on demand."""
 
-    def __init__(self, stage: Stage, processor: Any, *, base_budget: PixelBudget, seed: int = 0, caption_prompt: str = "") -> None:
+    def __init__(
+        self, stage: Stage, processor: Any, *, base_budget: PixelBudget, seed: int = 0, caption_prompt: str = ""
+    ) -> None:
         self.stage = stage
         self.processor = processor
         self.seed = seed
@@ -137,8 +139,10 @@ class StageDataset(torch.utils.data.Dataset):
         path = entry.sample.resolve(entry.base_dir, ImageRef(path=first))
         try:
             return _header_size(str(path), "image" if ref.kind == "image" else "dicom")
-        except Exception as e:  # noqa: BLE001 - PIL/pydicom raise many types; re-raised with the file named
-            raise DataError(f"{path}: cannot read the image size ({type(e).__name__}) for sample {entry.sample.id}") from e
+        except Exception as e:
+            raise DataError(
+                f"{path}: cannot read the image size ({type(e).__name__}) for sample {entry.sample.id}"
+            ) from e
 
     def text(self, i: int) -> FormattedText:
         if i not in self._text:
@@ -191,7 +195,12 @@ class StageDataset(torch.utils.data.Dataset):
                 seed=self.seed, epoch=epoch, indices=self.epoch_indices(epoch), packing=self.stage.packing,
             )  # fmt: skip
             if plan.dropped and epoch == 0:
-                log.warning("stage %s: %d sample(s) longer than %d tokens dropped (not truncated)", self.stage.name, len(plan.dropped), self.stage.max_length)
+                log.warning(
+                    "stage %s: %d sample(s) longer than %d tokens dropped (not truncated)",
+                    self.stage.name,
+                    len(plan.dropped),
+                    self.stage.max_length,
+                )
             self._plans[epoch] = plan
         return self._plans[epoch]
 
@@ -220,10 +229,14 @@ class StageDataset(torch.utils.data.Dataset):
             for ref in e.sample.images:
                 images = self.render_images(e, ref)
                 if len(images) != images_per_ref(ref):
-                    raise DataError(f"sample {e.sample.id}: {ref.path} rendered {len(images)} images, planned {images_per_ref(ref)}")
+                    raise DataError(
+                        f"sample {e.sample.id}: {ref.path} rendered {len(images)} images, planned {images_per_ref(ref)}"
+                    )
                 b = self.sample_budget(ref)
                 out = self.processor.image_processor(
-                    images=images, size={"shortest_edge": b.min_pixels, "longest_edge": b.max_pixels}, return_tensors="pt"
+                    images=images,
+                    size={"shortest_edge": b.min_pixels, "longest_edge": b.max_pixels},
+                    return_tensors="pt",
                 )
                 pv.append(out["pixel_values"])
                 grids.append(out["image_grid_thw"])

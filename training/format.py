@@ -77,7 +77,10 @@ class ChatFormatter:
             if self.caption_prompt:
                 user.append({"type": "text", "text": self.caption_prompt})
             caption = " ".join(sample.text.replace(IMAGE_TOKEN, " ").split())
-            return [{"role": "user", "content": user}, {"role": "assistant", "content": [{"type": "text", "text": caption}]}]
+            return [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": [{"type": "text", "text": caption}]},
+            ]
 
         out: list[dict[str, Any]] = []
         for m in sample.messages or []:

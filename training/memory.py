@@ -81,7 +81,9 @@ def _deepspeed(cfg: RunConfig) -> tuple[int, bool, bool]:
     return int(z.get("stage", 0)), off_opt, off_par
 
 
-def estimate_stage(model: Any, config: Any, cfg: RunConfig, stage: Stage, *, world_size: int, visual_fraction: float = 0.5) -> StageMemory:
+def estimate_stage(
+    model: Any, config: Any, cfg: RunConfig, stage: Stage, *, world_size: int, visual_fraction: float = 0.5
+) -> StageMemory:
     """Estimate one stage's memory per GPU (see the module docstring for the model)."""
     params = {m: 0 for m in MODULES}
     trainable = 0

@@ -136,7 +136,7 @@ class RunConfig(_Strict):
     output_dir: str = "runs/default"
     seed: int = 0
     precision: Literal["fp32", "bf16"] = "fp32"
-    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = "auto"
+    attn_implementation: Literal["auto", "sdpa", "varlen_sdpa", "eager", "flash_attention_2", "flex_attention"] = "auto"
     deepspeed: str | None = None  # a JSON config (training/deepspeed/zero2.json, zero3.json)
     report_to: list[Literal["tensorboard", "none"]] = Field(default_factory=lambda: ["tensorboard"])
     dataloader_workers: int = Field(default=0, ge=0)

@@ -48,7 +48,13 @@ def apply_trainability(model: Any, stage: Stage) -> Any:
     if target is not None:
         from peft import LoraConfig, get_peft_model
 
-        cfg = LoraConfig(r=stage.lora.r, lora_alpha=stage.lora.alpha, lora_dropout=stage.lora.dropout, target_modules=target, bias="none")
+        cfg = LoraConfig(
+            r=stage.lora.r,
+            lora_alpha=stage.lora.alpha,
+            lora_dropout=stage.lora.dropout,
+            target_modules=target,
+            bias="none",
+        )
         model = get_peft_model(model, cfg)
     for name, p in model.named_parameters():
         if "lora_" in name:
@@ -56,7 +62,9 @@ def apply_trainability(model: Any, stage: Stage) -> Any:
         else:
             p.requires_grad_(getattr(stage.trainable, module_of(name)) == "full")
     summary = trainable_summary(model)
-    log.info("stage %s trainable parameters: %s", stage.name, ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in summary.items()))
+    log.info(
+        "stage %s trainable parameters: %s", stage.name, ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in summary.items())
+    )
     return model
 
 
@@ -80,6 +88,11 @@ def param_groups(model: Any, stage: Stage) -> list[dict[str, Any]]:
         decay = p.ndim >= 2 and "norm" not in name.lower()
         groups.setdefault((module_of(name), decay), []).append(p)
     return [
-        {"params": ps, "lr": stage.rate(m), "weight_decay": stage.weight_decay if decay else 0.0, "name": f"{m}{'' if decay else '-no-decay'}"}
+        {
+            "params": ps,
+            "lr": stage.rate(m),
+            "weight_decay": stage.weight_decay if decay else 0.0,
+            "name": f"{m}{'' if decay else '-no-decay'}",
+        }
         for (m, decay), ps in sorted(groups.items())
     ]

@@ -166,7 +166,9 @@ class PackTrainer(Trainer):
             self.optimizer = torch.optim.AdamW(groups, lr=self.stage.learning_rate, betas=(0.9, 0.999), eps=1e-8)
         return self.optimizer
 
-    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
+    def compute_loss(
+        self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+    ) -> Any:
         boundaries = inputs.pop("pack_boundaries")
         self._tokens += real_tokens({"pack_boundaries": boundaries})
         if "image_grid_thw" in inputs:
@@ -205,7 +207,6 @@ class PackTrainer(Trainer):
             _write_json_atomic(ckpt / SAMPLER_STATE, self.pack_sampler.state_dict(consumed))
             _write_json_atomic(ckpt / COMPLETE, {"global_step": self.state.global_step})
 
-
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         model = self.model if model is None else model
         path = Path(resume_from_checkpoint) / TRAINABLE_STATE
@@ -235,6 +236,10 @@ class PackTrainer(Trainer):
 def _load_model(path: str, cfg: RunConfig, backend: str) -> Any:
     from transformers import AutoModelForImageTextToText
 
+    if backend == "varlen_sdpa":
+        from training.attention import register_varlen_sdpa
+
+        register_varlen_sdpa()
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, attn_implementation=backend)
     model.config.use_cache = False
     return model
@@ -286,8 +291,10 @@ def run_stage(cfg: RunConfig, stage: Stage, *, init_path: str, stage_dir: Path, 
         max_steps = stage.steps
     else:
         max_steps = max(1, math.floor(stage.epochs * len(plan0.packs) / per_step))
-    sampler = PackBatchSampler(dataset.plan, batch_size=stage.batch_size, total_batches=max_steps * stage.gradient_accumulation * world)
-    lengths, images = dataset.lengths()
+    sampler = PackBatchSampler(
+        dataset.plan, batch_size=stage.batch_size, total_batches=max_steps * stage.gradient_accumulation * world
+    )
+    _, images = dataset.lengths()
     n_img = sum(images[i] for p in plan0.packs for i in p)
     vis = sum(sum(dataset.visual_tokens(i)) for p in plan0.packs for i in p)
     vt_per_image = vis / n_img if n_img else None

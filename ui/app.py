@@ -317,9 +317,11 @@ def build_ui(config: UIConfig) -> Any:
         else:
             preview_html = gr.update()
         s.turns.append(turn)
-        yield chat_display(s.turns), "", preview_html, _answer_choices(s)
         if turn.error:
+            yield chat_display(s.turns), "", preview_html, _answer_choices(s), gr.update(interactive=True)
             return
+        # Ask is disabled while an answer streams (Stop or the end of the answer enables it again).
+        yield chat_display(s.turns), "", preview_html, _answer_choices(s), gr.update(interactive=False, value="Answering…")
         params = {"temperature": temperature, "top_p": top_p, "max_tokens": int(max_tokens) if max_tokens else None, "ignore_eos": bool(ignore_eos)}
         acc = StreamText()
         last = 0.0
@@ -331,9 +333,9 @@ def build_ui(config: UIConfig) -> Any:
                     break
                 if acc.feed(chunk) and not turn.stopped:
                     turn.answer = acc.text
-                    if time.monotonic() - last > 0.08:  # ~12 updates a second is plenty for reading
+                    if time.monotonic() - last > 0.2:  # 5 updates a second: readable, and light on a busy browser
                         last = time.monotonic()
-                        yield chat_display(s.turns), gr.update(), gr.update(), gr.update()
+                        yield chat_display(s.turns), gr.update(), gr.update(), gr.update(), gr.update()
             turn.finish_reason, turn.records = acc.finish_reason, acc.records
         except APIFailure as e:
             turn.error = str(e)
@@ -342,19 +344,22 @@ def build_ui(config: UIConfig) -> Any:
         if turn.stopped:
             return  # the Stop handler has shown the partial answer; nothing more arrives after it
         turn.answer = acc.text
-        yield chat_display(s.turns), gr.update(), gr.update(), _answer_choices(s)
+        yield chat_display(s.turns), gr.update(), gr.update(), _answer_choices(s), gr.update(interactive=True, value="Ask")
 
     def on_stop(request: gr.Request):
         s = sessions.get(request.session_hash)
         if s.turns and s.turns[-1].finish_reason is None and not s.turns[-1].error:
             s.turns[-1].stopped = True
-        return chat_display(s.turns), _answer_choices(s)
+            log.info("stop: generation of request %s stopped by the user", s.turns[-1].request_id)
+        else:
+            log.info("stop: nothing to stop (%s)", "no question yet" if not s.turns else "the answer had finished")
+        return chat_display(s.turns), _answer_choices(s), gr.update(interactive=True, value="Ask")
 
     def on_clear(request: gr.Request):
         s = sessions.get(request.session_hash)
         s.turns.clear()
         s.attached_key = ""
-        return [], _answer_choices(s)
+        return [], _answer_choices(s), gr.update(interactive=True, value="Ask")
 
     def on_feedback(answer: str | None, rating: str, comment: str, link: bool, request: gr.Request):
         s = sessions.get(request.session_hash)
@@ -455,11 +460,11 @@ def build_ui(config: UIConfig) -> Any:
             c.release(on_controls, controls, preview)
         for c in (center, width):
             c.release(on_slider, controls, [window, preview])
-        ask_outputs = [chatbot, question, preview, answer_pick]
+        ask_outputs = [chatbot, question, preview, answer_pick, send]
         ev_send = send.click(ask, [question, model, *controls, *sampling], ask_outputs)
         ev_submit = question.submit(ask, [question, model, *controls, *sampling], ask_outputs)
-        stop.click(on_stop, None, [chatbot, answer_pick], cancels=[ev_send, ev_submit])
-        clear.click(on_clear, None, [chatbot, answer_pick], cancels=[ev_send, ev_submit])
+        stop.click(on_stop, None, [chatbot, answer_pick, send], cancels=[ev_send, ev_submit])
+        clear.click(on_clear, None, [chatbot, answer_pick, send], cancels=[ev_send, ev_submit])
         fb_send.click(on_feedback, [answer_pick, rating, comment, link], [comment, fb_status])
         chatbot.like(on_like, None, fb_status)
         export.click(on_export, None, report)

@@ -227,6 +227,8 @@ def chat_display(turns: list[Turn]) -> list[dict[str, str]]:
         note = f"\n\n_({len(t.settings)} image input{'s' if len(t.settings) != 1 else ''}: {'; '.join(t.settings)})_" if t.settings else ""
         out.append({"role": "user", "content": t.question + note})
         answer = t.answer
+        if not answer and t.finish_reason and not t.error:
+            answer = "_(the model returned an empty answer)_"
         if t.stopped:
             answer += "\n\n_[stopped by the user]_"
         if t.error:

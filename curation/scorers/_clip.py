@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,6 +11,8 @@ import numpy as np
 
 @functools.lru_cache(maxsize=2)
 def _load(model_dir: str) -> tuple[Any, Any]:
+    if not (Path(model_dir) / "config.json").is_file():  # checked first: importing transformers takes seconds
+        raise ValueError(f"consistency.clip: cannot load a local CLIP-style model from {model_dir}: no config.json")
     try:
         from transformers import AutoModel, AutoProcessor
 
@@ -22,11 +25,11 @@ def _load(model_dir: str) -> tuple[Any, Any]:
 
 def clip_similarity(model_dir: str, gray: np.ndarray, text: str) -> float:
     """Cosine similarity between the image and the text embeddings."""
+    proc, model = _load(model_dir)
     import torch
     from PIL import Image
 
     torch.set_num_threads(1)
-    proc, model = _load(model_dir)
     inputs = proc(
         text=[text[:300]],
         images=[Image.fromarray(gray).convert("RGB")],

@@ -56,6 +56,7 @@ def test_dates_in_all_formats_are_found(date: str) -> None:
         ("seen by Dr. Smith", "Smith", "name"),
         ("Name DOE^JOHN^Q.", "DOE^JOHN^Q", "name"),
         ("a 92-year-old woman", "92", "age"),
+        ("Patient John Smith has a nodule", "John Smith", "name"),
         ("aged 101, stable", "101", "age"),
     ],
 )
@@ -76,6 +77,7 @@ def test_identifiers_are_found(text: str, value: str, kind: str) -> None:
         "followed since 2019, stable white matter changes",
         "ID card not needed",
         "Grade 3/4 stenosis; ratio 1:2",
+        "Patient Position HFS; patient Health Questionnaire done; the patient was Positioned supine",
         "a 67-year-old man, 95% stenosis, 90 mm Hg, follow-up in 2 years",
     ],
 )

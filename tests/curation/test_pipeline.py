@@ -207,9 +207,13 @@ def test_resume_refuses_another_recipe(crafted: Path, tmp_path: Path, recipe_fac
         curate(recipe_factory(**{"gates.dates": "scrub"}), [InputSpec(crafted)], tmp_path / "out", progress=False)
 
 
-def test_keep_fraction_keeps_the_best(crafted: Path, tmp_path: Path, recipe_factory) -> None:
+def test_keep_fraction_keeps_the_best(crafted: Path, tmp_path: Path, recipe_factory, default_run) -> None:
+    import shutil
+
+    shutil.copytree(default_run[1] / ".state", tmp_path / "out" / ".state")  # re-decide from the scored shards
     recipe = recipe_factory(**{"keep.threshold": None, "keep.fraction": 0.5, "budget.max_length": 700})
-    curate(recipe, [InputSpec(crafted)], tmp_path / "out", workers=1, progress=False)
+    result = curate(recipe, [InputSpec(crafted)], tmp_path / "out", workers=1, progress=False)
+    assert result.shards_run == 0
     scores = read_jsonl(tmp_path / "out" / "scores.jsonl")
     survivors = [r for r in scores if not [x for x in r["reasons"] if x["rule"] != "fraction"]]
     kept = [r for r in scores if r["decision"] == "kept"]

@@ -152,3 +152,8 @@ def test_ocr_without_its_package_fails_clearly(imgs) -> None:
 def test_bad_scorer_params_name_the_scorer(imgs) -> None:
     with pytest.raises(ValueError, match="visual.resolution"):
         run_scorer("visual.resolution", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"min_sidee": 3})
+
+
+def test_clip_scorer_needs_a_local_model_folder(imgs, tmp_path) -> None:
+    with pytest.raises(ValueError, match="cannot load a local CLIP-style model"):
+        run_scorer("consistency.clip", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"model": str(tmp_path / "none")})

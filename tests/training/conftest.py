@@ -1,4 +1,5 @@
-"""Fixtures for the training tests: the tiny model (built once per session) and small PNG manifests."""
+"""Fixtures for the training tests: the processor of the tiny model (``tiny_model_dir`` comes from
+tests/conftest.py) and small PNG manifests."""
 
 from __future__ import annotations
 
@@ -10,13 +11,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir() -> Path:
-    from core.tiny import ensure_tiny_model
-
-    return ensure_tiny_model(os.environ.get("INFIMED_TINY_CACHE", "/tmp/infimed-tiny-cache"), preset="tiny")
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +37,14 @@ def write_png_manifest(folder: Path, specs: list[dict]) -> Path:
             Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / name)
             images.append({"path": name, "kind": "image", "width": w, "height": h})
         body = {"text": spec["text"]} if "text" in spec else {"messages": spec["messages"]}
-        samples.append({"id": spec["id"], "task": spec.get("task", "caption" if "text" in spec else "vqa"), "images": images, **body})
+        samples.append(
+            {
+                "id": spec["id"],
+                "task": spec.get("task", "caption" if "text" in spec else "vqa"),
+                "images": images,
+                **body,
+            }
+        )
     path = folder / "manifest.jsonl"
     write_manifest(path, samples)
     return path
@@ -52,6 +53,7 @@ def write_png_manifest(folder: Path, specs: list[dict]) -> Path:
 @pytest.fixture()
 def mixed_manifest(tmp_path: Path) -> Path:
     """Captions and VQA: image samples of several sizes, a text-only sample, a two-image sample."""
+    # fmt: off
     return write_png_manifest(
         tmp_path / "data",
         [
@@ -68,5 +70,6 @@ def mixed_manifest(tmp_path: Path) -> Path:
             {"id": "m0", "messages": [
                 {"role": "user", "content": "<image><image>\nCompare the two."},
                 {"role": "assistant", "content": "The second is larger."}], "sizes": [(80, 80), (100, 60)], "seed": 4},
-        ],  # fmt: skip
+        ],
     )
+    # fmt: on

@@ -15,29 +15,40 @@ from training.stage import DataSource, Stage
 
 
 def _dataset(manifest: Path, processor, tiny_model_dir: Path, **kw) -> StageDataset:
-    stage = Stage(name="s", data=[DataSource(manifest=str(manifest))], steps=1, max_length=kw.pop("max_length", 1024), **kw)
+    stage = Stage(
+        name="s", data=[DataSource(manifest=str(manifest))], steps=1, max_length=kw.pop("max_length", 1024), **kw
+    )
     return StageDataset(stage, processor, base_budget=PixelBudget.from_preprocessor_config(tiny_model_dir), seed=0)
 
 
 def _collator(processor, multiple: int = 8) -> PackCollator:
     tok = processor.tokenizer
-    return PackCollator(pad_token_id=tok.pad_token_id, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"), pad_to_multiple_of=multiple)
+    return PackCollator(
+        pad_token_id=tok.pad_token_id,
+        image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+        pad_to_multiple_of=multiple,
+    )
 
 
-@pytest.fixture(scope="module")
-def model(tiny_model_dir: Path):
+@pytest.fixture(scope="module", params=["sdpa", "varlen_sdpa"])
+def model(tiny_model_dir: Path, request):
     from transformers import AutoModelForImageTextToText
 
+    from training.attention import register_varlen_sdpa
+
+    register_varlen_sdpa()
     torch.manual_seed(0)
     torch.set_num_threads(1)
-    m = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32, attn_implementation="sdpa")
+    m = AutoModelForImageTextToText.from_pretrained(
+        tiny_model_dir, dtype=torch.float32, attn_implementation=request.param
+    )
     return m.train()
 
 
 def _packed_forward(model, batch: dict):
     b = batch["pack_boundaries"]
     kwargs = {k: v for k, v in batch.items() if k != "pack_boundaries"}
-    kwargs.update(b.attention_inputs("sdpa", dtype=torch.float32, device="cpu"))
+    kwargs.update(b.attention_inputs(model.config._attn_implementation, dtype=torch.float32, device="cpu"))
     return model(**kwargs, use_cache=False)
 
 
@@ -45,7 +56,11 @@ def _single_forward(model, s, image_token_id: int):
     ids = torch.tensor([s.input_ids])
     kwargs = {"input_ids": ids, "labels": torch.tensor([s.labels]), "use_cache": False}
     if s.pixel_values is not None:
-        kwargs |= {"pixel_values": s.pixel_values, "image_grid_thw": s.image_grid_thw, "mm_token_type_ids": (ids == image_token_id).int()}
+        kwargs |= {
+            "pixel_values": s.pixel_values,
+            "image_grid_thw": s.image_grid_thw,
+            "mm_token_type_ids": (ids == image_token_id).int(),
+        }
     return model(**kwargs)
 
 
@@ -59,7 +74,9 @@ def test_rope_index_matches_the_model(model, mixed_manifest, processor, tiny_mod
             assert torch.equal(ours, torch.arange(len(s)).expand(3, -1))
             continue
         ids = torch.tensor([s.input_ids])
-        theirs, _ = model.model.get_rope_index(ids, mm_token_type_ids=(ids == image_token).int(), image_grid_thw=s.image_grid_thw)
+        theirs, _ = model.model.get_rope_index(
+            ids, mm_token_type_ids=(ids == image_token).int(), image_grid_thw=s.image_grid_thw
+        )
         assert torch.equal(ours, theirs[:, 0]), s.sample_id
 
 
@@ -99,7 +116,9 @@ def test_packed_loss_and_gradients_equal_unpacked(model, mixed_manifest, process
     assert any("visual.blocks" in n for n in ref_grads) and any("merger" in n for n in ref_grads)
 
 
-def test_changing_one_sample_leaves_the_others_logits_unchanged(model, mixed_manifest, tmp_path, processor, tiny_model_dir):
+def test_changing_one_sample_leaves_the_others_logits_unchanged(
+    model, mixed_manifest, tmp_path, processor, tiny_model_dir
+):
     ds = _dataset(mixed_manifest, processor, tiny_model_dir)
     a, b = ds.encode(0), ds.encode(2)  # two image samples
     # A changed: other tokens and other pixels.
@@ -138,3 +157,21 @@ def test_boundaries_agree_across_backends(mixed_manifest, processor, tiny_model_
     assert torch.equal(add == 0, mask)
     # labels never cross a boundary: each sample's first label is ignored
     assert batch["labels"][0, n0].item() == -100 and batch["labels"][0, 0].item() == -100
+
+
+def test_flex_document_mask_matches_the_block_diagonal_mask():
+    import warnings
+
+    from torch.nn.attention.flex_attention import flex_attention
+
+    from training.collator import PackBoundaries
+
+    b = PackBoundaries([[5, 7, 4], [10, 6]], [2, 1], 16)  # row 1: one sample then padding
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 16, 8, generator=g) for _ in range(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # eager flex attention on the CPU warns that it is the slow path
+        out = flex_attention(q, k, v, block_mask=b.flex_block_mask("cpu"))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=b.block_causal_mask())
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert b.attention_inputs("flash_attention_2", dtype=torch.float32, device="cpu") == {"attention_mask": None}

@@ -22,9 +22,13 @@ def _dataset(manifest: Path, processor, model_dir: Path, **kw) -> StageDataset:
 def test_planned_length_equals_encoded_and_collated_length(mixed_manifest, processor, tiny_model_dir, max_pixels):
     ds = _dataset(mixed_manifest, processor, tiny_model_dir, max_pixels=max_pixels, max_length=4096)
     tok = processor.tokenizer
-    collate = PackCollator(pad_token_id=tok.pad_token_id, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"), pad_to_multiple_of=8)
+    collate = PackCollator(
+        pad_token_id=tok.pad_token_id, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"), pad_to_multiple_of=8
+    )
     plan = ds.plan(0)
-    assert sorted(i for p in plan.packs for i in p) == list(range(len(ds)))  # text-only and multi-image samples included
+    assert sorted(i for p in plan.packs for i in p) == list(
+        range(len(ds))
+    )  # text-only and multi-image samples included
     for pack, planned in zip(plan.packs, plan.lengths, strict=True):
         encoded = ds[pack]
         assert sum(len(s) for s in encoded) == planned
@@ -44,11 +48,15 @@ def test_low_resolution_stage_has_fewer_visual_tokens(mixed_manifest, processor,
 
 
 def test_per_image_max_pixels_caps_the_stage(tmp_path, processor, tiny_model_dir):
-    from core.manifest import write_manifest
     from PIL import Image
 
+    from core.manifest import write_manifest
+
     Image.new("RGB", (200, 200)).save(tmp_path / "a.png")
-    write_manifest(tmp_path / "m.jsonl", [{"id": "a", "task": "caption", "text": "<image> x", "images": [{"path": "a.png", "max_pixels": 4 * 28 * 28}]}])
+    write_manifest(
+        tmp_path / "m.jsonl",
+        [{"id": "a", "task": "caption", "text": "<image> x", "images": [{"path": "a.png", "max_pixels": 4 * 28 * 28}]}],
+    )
     ds = _dataset(tmp_path / "m.jsonl", processor, tiny_model_dir, max_pixels=64 * 28 * 28)
     assert ds.visual_tokens(0) == [4]  # width/height read from the PNG header
     assert len(ds.encode(0)) == ds.length(0)
@@ -90,6 +98,8 @@ def test_sampler_streams_epochs_and_records_its_position():
     state = sampler.state_dict(3)
     assert state["epoch"] == 1 and state["pack_in_epoch"] == 1
     sampler.check_state(state)
-    other = PackBatchSampler(lambda e: plan_packs([4] * 10, [0] * 10, max_length=10, seed=9, epoch=e), batch_size=2, total_batches=7)
+    other = PackBatchSampler(
+        lambda e: plan_packs([4] * 10, [0] * 10, max_length=10, seed=9, epoch=e), batch_size=2, total_batches=7
+    )
     with pytest.raises(ValueError):
         other.check_state(state)

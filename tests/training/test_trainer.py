@@ -44,7 +44,9 @@ def deterministic():
     torch.use_deterministic_algorithms(False)
 
 
-def test_resume_after_fault_gives_the_same_loss_and_weights(tiny_model_dir, captions, tmp_path, monkeypatch, deterministic):
+def test_resume_after_fault_gives_the_same_loss_and_weights(
+    tiny_model_dir, captions, tmp_path, monkeypatch, deterministic
+):
     straight = run_stages(_config(tiny_model_dir, captions, tmp_path / "a"), resume=False)
 
     monkeypatch.setenv("INFIMED_FAULT_AT", "high:2")
@@ -94,7 +96,12 @@ def test_trainability_is_applied_to_the_model(tiny_model_dir, captions, tmp_path
 
 
 def test_frozen_modules_do_not_change_in_a_stage(tiny_model_dir, captions, tmp_path, deterministic):
-    cfg = _config(tiny_model_dir, captions, tmp_path / "r", trainable={"vision": "frozen", "projector": "frozen", "language": "lora"})
+    cfg = _config(
+        tiny_model_dir,
+        captions,
+        tmp_path / "r",
+        trainable={"vision": "frozen", "projector": "frozen", "language": "lora"},
+    )
     cfg.stages = cfg.stages[1:]
     cfg.stages[0].init_from = "base"
     cfg.stages[0].steps = 2  # step 1 is warm-up at lr 0

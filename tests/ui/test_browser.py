@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
 def _cancellations(root: str, key: str) -> float:
     text = httpx.get(f"{root}/metrics", headers={"Authorization": f"Bearer {key}"}, timeout=10).text
-    m = re.search(r"^infimed_cancellations_total (\S+)$", text, re.M)
+    m = re.search(r"^infimed_cancellations_total (\S+)$", text, re.MULTILINE)
     return float(m.group(1)) if m else 0.0
 
 
@@ -60,7 +60,7 @@ def test_clinician_flow(gateway, browser):
             route.abort()
 
     page.route("**/*", guard)
-    shot = lambda name: page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)  # noqa: E731
+    shot = lambda name: page.screenshot(path=str(ARTIFACTS / f"ui-{name}.png"), full_page=True)
 
     # --- log in
     page.goto(f"{gateway.root}/ui/")
@@ -93,14 +93,16 @@ def test_clinician_flow(gateway, browser):
     assert "window lung" in page.locator("#preview").inner_text()
     shot("2-lung-window")
 
-    # --- ask a question: a streamed answer
+    # --- ask a question: a streamed answer (Ask is disabled while it streams)
+    answering = "document.querySelector('#ask').disabled"
+    last_bot = "(() => { const b = document.querySelectorAll('#chat [data-testid=\"bot\"]'); return b.length ? b[b.length - 1].innerText.trim() : ''; })()"
     page.locator("#question textarea").fill("What modality is this image?")
     page.locator("#ask").click()
-    bot = page.locator("#chat .message.bot, #chat [data-testid='bot']").last
-    page.wait_for_function("document.querySelectorAll('#chat [data-testid=\"bot\"]').length >= 1", timeout=60_000)
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chat [data-testid=\"bot\"]'); const t = b[b.length-1].innerText.trim(); return t.length > 0 && t !== '…'; }", timeout=120_000)
-    page.wait_for_timeout(1500)
-    assert bot.inner_text().strip()
+    page.wait_for_function(f"{last_bot}.length > 1", timeout=120_000)  # text beyond the '…' placeholder
+    streamed = page.evaluate(last_bot)
+    page.wait_for_function(f"!{answering}", timeout=300_000)  # the answer has finished
+    final = page.evaluate(last_bot)
+    assert final and len(final) >= len(streamed)
     shot("3-answer")
 
     # --- a long generation (ignore_eos, many tokens), stopped mid-stream
@@ -111,16 +113,18 @@ def test_clinician_flow(gateway, browser):
     before = _cancellations(gateway.root, gateway.api_key)
     page.locator("#question textarea").fill("Describe it in detail.")
     page.locator("#ask").click()
-    page.wait_for_function("() => { const b = document.querySelectorAll('#chat [data-testid=\"bot\"]'); return b.length >= 2 && b[b.length-1].innerText.trim().length > 20; }", timeout=120_000)
+    page.wait_for_function(answering, timeout=60_000)
+    page.wait_for_function(f"document.querySelectorAll('#chat [data-testid=\"bot\"]').length >= 2 && {last_bot}.length > 3", timeout=120_000)
     page.locator("#stop").click()
     try:
-        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('stopped by the user')", timeout=30_000)
+        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('stopped by the user')", timeout=90_000)
     except Exception:
         shot("failed-stop")
         raise
-    stopped_text = page.locator("#chat [data-testid='bot']").last.inner_text()
+    page.wait_for_function(f"!{answering}", timeout=30_000)
+    stopped_text = page.evaluate(last_bot)
     page.wait_for_timeout(2000)
-    assert page.locator("#chat [data-testid='bot']").last.inner_text() == stopped_text  # nothing more arrives
+    assert page.evaluate(last_bot) == stopped_text  # nothing more arrives
     deadline = time.monotonic() + 20
     while _cancellations(gateway.root, gateway.api_key) <= before and time.monotonic() < deadline:
         time.sleep(0.5)

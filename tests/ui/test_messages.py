@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from pydicom.data import get_testdata_file
@@ -60,7 +61,7 @@ def test_describe_options():
 
 # --------------------------------------------------------------------------- study → parts
 def test_image_parts_dicom_series_and_png(tmp_path):
-    ct = get_testdata_file("CT_small.dcm")
+    ct_bytes = Path(get_testdata_file("CT_small.dcm")).read_bytes()
     png = tmp_path / "a.png"
     png.write_bytes(b"\x89PNG fake")
     items = [
@@ -68,13 +69,13 @@ def test_image_parts_dicom_series_and_png(tmp_path):
         StudyItem(kind="image", paths=[png], label="PNG", mime="image/png"),
     ]
     for p in items[0].paths:
-        p.write_bytes(open(ct, "rb").read())
+        p.write_bytes(ct_bytes)
     parts = image_parts(items, ImagingOptions(window="lung", frame_mode="current", frame=1))
     assert len(parts) == 3
     for p in parts[:2]:
         assert p["image_url"]["url"].startswith("data:application/dicom;base64,")
         assert p["image_url"]["dicom"] == {"window": "lung", "frames": [1]}  # same options on every file of a series
-    assert base64.b64decode(parts[0]["image_url"]["url"].split(",", 1)[1]) == open(ct, "rb").read()
+    assert base64.b64decode(parts[0]["image_url"]["url"].split(",", 1)[1]) == ct_bytes
     assert parts[2] == {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()}}
     assert "dicom" not in parts[2]["image_url"]
 
