@@ -61,7 +61,9 @@ class APIClient:
     def _pair(self) -> tuple[openai.AsyncOpenAI, httpx.AsyncClient]:
         url = self.base_url
         if url not in self._clients:
-            http = httpx.AsyncClient(timeout=httpx.Timeout(self._timeout, connect=5.0), headers={"Authorization": f"Bearer {self._key}"})
+            http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self._timeout, connect=5.0), headers={"Authorization": f"Bearer {self._key}"}
+            )
             sdk = openai.AsyncOpenAI(base_url=url, api_key=self._key, max_retries=1, timeout=self._timeout)
             self._clients[url] = (sdk, http)
         return self._clients[url]
@@ -102,8 +104,12 @@ class APIClient:
         """Stream ``chat.completion.chunk`` dicts. Closing the iterator (Stop) closes the HTTP stream,
         which makes the gateway abort the generation in the engine."""
         sdk, _ = self._pair()
-        extra = {k: params[k] for k in ("ignore_eos", "top_k", "repetition_penalty") if params.get(k) not in (None, False)}
-        sdk_params = {k: v for k, v in params.items() if k in ("temperature", "top_p", "max_tokens", "seed") and v is not None}
+        extra = {
+            k: params[k] for k in ("ignore_eos", "top_k", "repetition_penalty") if params.get(k) not in (None, False)
+        }
+        sdk_params = {
+            k: v for k, v in params.items() if k in ("temperature", "top_p", "max_tokens", "seed") and v is not None
+        }
         try:
             stream = await sdk.chat.completions.create(model=model, messages=messages, stream=True, extra_body=extra or None,
                                                       extra_headers={"X-Request-Id": request_id}, **sdk_params)  # fmt: skip

@@ -15,7 +15,6 @@ import asyncio
 import html
 import logging
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -27,29 +26,20 @@ from typing import Any
 
 import gradio as gr
 
-from core.deid import Deidentifier
-from ui.api import APIClient, APIFailure, RenderResult
+from ui._html import CSS, options, preview_html, settings_lines, study_html, study_key
+from ui.api import APIClient, APIFailure
 from ui.examples import Example, available_examples
 from ui.feedback import FeedbackStore
 from ui.ingest import ingest_uploads
-from ui.messages import (
-    WINDOW_PRESETS,
-    ImagingOptions,
-    StreamText,
-    StudyItem,
-    Turn,
-    build_messages,
-    chat_display,
-    describe_options,
-    dicom_extension,
-    image_parts,
-)
+from ui.messages import WINDOW_PRESETS, ImagingOptions, StreamText, Turn, build_messages, chat_display, image_parts
 from ui.report import INTENDED_USE, ReportStamp, write_report
+from ui.sessions import Session, Sessions, safe_key
 
 log = logging.getLogger(__name__)
 
-DISCLAIMER = "⚠️ Not a medical device; not for diagnosis without a clinician. Answers may be wrong — review every image yourself."
-SESSION_MAX_AGE_S = 12 * 3600  # folders of sessions whose tab never said goodbye are swept after this
+DISCLAIMER = (
+    "⚠️ Not a medical device; not for diagnosis without a clinician. Answers may be wrong — review every image yourself."
+)
 
 
 def default_data_dir() -> Path:
@@ -67,7 +57,9 @@ class UIConfig:
     api_url: str | Callable[[], str]
     api_key: str
     data_dir: Path = field(default_factory=default_data_dir)  # feedback (kept)
-    work_dir: Path | None = None  # private temp root: upload cache, sessions, exports (deleted); None = a fresh temp dir
+    work_dir: Path | None = (
+        None  # private temp root: upload cache, sessions, exports (deleted); None = a fresh temp dir
+    )
     concurrency: int = 64  # events of one kind served at once (Gradio's default is 1)
     default_max_tokens: int = 512
     title: str = "InfiMed — clinician assistant"
@@ -78,122 +70,6 @@ class UIConfig:
         self.work_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.work_dir, 0o700)
         self.data_dir = Path(self.data_dir)
-
-
-@dataclass
-class Session:
-    """Server-side state of one browser session (never sent to the browser)."""
-
-    dir: Path
-    deid: Deidentifier
-    items: list[StudyItem] = field(default_factory=list)
-    turns: list[Turn] = field(default_factory=list)
-    files_written: int = 0
-    preview: RenderResult | None = None
-    preview_key: str = ""
-    preview_error: str | None = None
-    attached_key: str = ""
-    touched: float = field(default_factory=time.time)
-
-
-class Sessions:
-    """Sessions by Gradio session hash, each with a private folder removed on :meth:`end`."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self._d: dict[str, Session] = {}
-
-    def get(self, session_hash: str | None) -> Session:
-        key = _safe_key(session_hash)
-        s = self._d.get(key)
-        if s is None:
-            d = self.root / key
-            d.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # A random salt per session: UIDs stay consistent inside the session (a series stays a series) and cannot be linked across sessions.
-            s = self._d[key] = Session(dir=d, deid=Deidentifier(secrets.token_bytes(32)))
-        s.touched = time.time()
-        return s
-
-    def end(self, session_hash: str | None) -> None:
-        key = _safe_key(session_hash)
-        self._d.pop(key, None)
-        shutil.rmtree(self.root / key, ignore_errors=True)
-
-    def sweep(self, max_age_s: float = SESSION_MAX_AGE_S) -> int:
-        """Remove folders of sessions idle for longer than ``max_age_s``; returns how many."""
-        now, n = time.time(), 0
-        for key, s in list(self._d.items()):
-            if now - s.touched > max_age_s:
-                self.end(key)
-                n += 1
-        if self.root.exists():
-            for d in self.root.iterdir():
-                if d.name not in self._d and d.is_dir() and now - d.stat().st_mtime > max_age_s:
-                    shutil.rmtree(d, ignore_errors=True)
-                    n += 1
-        return n
-
-
-def _safe_key(session_hash: str | None) -> str:
-    key = "".join(c for c in (session_hash or "") if c.isalnum() or c in "-_")[:64]
-    return key or "anonymous"
-
-
-# --------------------------------------------------------------------------- rendering helpers (HTML)
-
-
-def _study_html(items: list[StudyItem], warnings: list[str]) -> str:
-    if not items and not warnings:
-        return "<p class='im-muted'>No images yet: upload PNG/JPEG, DICOM files, a series (several files or a .zip), or pick an example.</p>"
-    rows = "".join(f"<li>{html.escape(it.label)}</li>" for it in items)
-    warn = "".join(f"<li class='im-warn'>{html.escape(w)}</li>" for w in warnings)
-    return f"<p><b>Study</b> (de-identified on upload)</p><ul id='study-items'>{rows}{warn}</ul>"
-
-
-def _preview_html(result: RenderResult | None, error: str | None, settings: list[str]) -> str:
-    if error:
-        return f"<div class='im-refused' id='preview-refused'><b>Not sent to the model:</b> {html.escape(error)}</div>"
-    if result is None or not result.images:
-        return "<p class='im-muted'>The preview shows exactly what the model will see.</p>"
-    imgs = []
-    for i, url in enumerate(result.images):
-        if not url.startswith("data:image/png;base64,"):
-            continue
-        imgs.append(f"<figure><img class='im-preview-img' alt='model input {i + 1}' src='{html.escape(url)}'><figcaption>image {i + 1}</figcaption></figure>")
-    notes = []
-    for rec, line in zip(result.records, settings, strict=False):
-        sizes = ", ".join(f"{w}×{h}" for w, h in rec.get("output_sizes", [])[:4])
-        tokens = sum(rec.get("visual_tokens") or [])
-        frames = rec.get("frames", [])
-        notes.append(f"<li>{html.escape(line)} — frames {html.escape(str(frames[:8]))} of {rec.get('frames_total', 1)}; "
-                     f"{html.escape(sizes)}; {tokens} visual tokens</li>")  # fmt: skip
-    return f"<div id='preview-images' class='im-grid'>{''.join(imgs)}</div><ul class='im-notes'>{''.join(notes)}</ul>"
-
-
-def _study_key(items: list[StudyItem], opts: ImagingOptions) -> str:
-    return repr(([str(p) for it in items for p in it.paths], opts))
-
-
-def _settings_lines(items: list[StudyItem], opts: ImagingOptions) -> list[str]:
-    return [f"{it.label}: {describe_options(dicom_extension(opts, frames_total=it.frames_total)) if it.is_dicom else 'as uploaded (metadata removed)'}" for it in items]
-
-
-def _options(window: str, center: float, width: float, composite: bool, frame_mode: str, frame: float, uniform_n: float) -> ImagingOptions:
-    mode = {"auto": "auto", "this slice/frame": "current", "evenly spaced": "uniform"}.get(frame_mode, "auto")
-    return ImagingOptions(window=window or "auto", center=float(center), width=float(width), composite=bool(composite),
-                          frame_mode=mode, frame=int(frame or 0), uniform_n=int(uniform_n or 4))  # type: ignore[arg-type]  # fmt: skip
-
-
-_CSS = """
-#disclaimer{position:sticky;top:0;z-index:50;background:#fffbeb;border:2px solid #b45309;border-radius:8px;padding:6px 12px;font-weight:600;color:#7c2d12}
-.im-muted{color:#666}.im-warn{color:#b45309}
-.im-refused{border:2px solid #b91c1c;background:#fef2f2;color:#7f1d1d;padding:8px 12px;border-radius:8px}
-.im-grid{display:flex;flex-wrap:wrap;gap:6px}.im-grid figure{margin:0;flex:1 1 45%;max-width:360px;min-width:140px}.im-grid img{width:100%;border:1px solid #ccc}
-.im-notes{font-size:0.85em;color:#444}
-"""
-
-
-# --------------------------------------------------------------------------- the app
 
 
 def build_ui(config: UIConfig) -> Any:
@@ -215,8 +91,8 @@ def build_ui(config: UIConfig) -> Any:
     async def refresh_preview(s: Session, opts: ImagingOptions) -> str:
         if not s.items:
             s.preview, s.preview_error, s.preview_key = None, None, ""
-            return _preview_html(None, None, [])
-        key = _study_key(s.items, opts)
+            return preview_html(None, None, [])
+        key = study_key(s.items, opts)
         if key != s.preview_key:
             try:
                 parts = await asyncio.to_thread(image_parts, s.items, opts)
@@ -224,7 +100,7 @@ def build_ui(config: UIConfig) -> Any:
             except (APIFailure, ValueError, OSError) as e:
                 s.preview, s.preview_error = None, str(e)
             s.preview_key = key
-        return _preview_html(s.preview, s.preview_error, _settings_lines(s.items, opts))
+        return preview_html(s.preview, s.preview_error, settings_lines(s.items, opts))
 
     def frame_slider(s: Session) -> Any:
         n = max((it.frames_total for it in s.items), default=1)
@@ -246,10 +122,14 @@ def build_ui(config: UIConfig) -> Any:
                         uniform_n: float, request: gr.Request):  # fmt: skip
         s = sessions.get(request.session_hash)
         paths = [Path(f) for f in (files or [])]
-        return await load_study(s, paths, (window, center, width, composite, frame_mode, frame, uniform_n), delete_sources=True)
+        return await load_study(
+            s, paths, (window, center, width, composite, frame_mode, frame, uniform_n), delete_sources=True
+        )
 
     async def load_study(s: Session, paths: list[Path], controls: tuple[Any, ...], *, delete_sources: bool):
-        res = await asyncio.to_thread(ingest_uploads, paths, s.dir, s.deid, start_index=s.files_written, delete_sources=delete_sources)
+        res = await asyncio.to_thread(
+            ingest_uploads, paths, s.dir, s.deid, start_index=s.files_written, delete_sources=delete_sources
+        )
         s.files_written += sum(len(it.paths) for it in res.items)
         if res.items:  # a new upload replaces the study; the conversation stays
             for it in s.items:
@@ -257,8 +137,8 @@ def build_ui(config: UIConfig) -> Any:
                     p.unlink(missing_ok=True)
             s.items = res.items
             s.attached_key = ""
-        preview = await refresh_preview(s, _options(*controls))
-        return None, _study_html(s.items, res.warnings), preview, frame_slider(s)
+        preview = await refresh_preview(s, options(*controls))
+        return None, study_html(s.items, res.warnings), preview, frame_slider(s)
 
     async def on_example_load(name: str, window: str, center: float, width: float, composite: bool, frame_mode: str, frame: float,
                               uniform_n: float, request: gr.Request):  # fmt: skip
@@ -277,7 +157,7 @@ def build_ui(config: UIConfig) -> Any:
     async def on_controls(window: str, center: float, width: float, composite: bool, frame_mode: str, frame: float, uniform_n: float,
                           request: gr.Request):  # fmt: skip
         s = sessions.get(request.session_hash)
-        return await refresh_preview(s, _options(window, center, width, composite, frame_mode, frame, uniform_n))
+        return await refresh_preview(s, options(window, center, width, composite, frame_mode, frame, uniform_n))
 
     def on_window(preset: str):
         cw = WINDOW_PRESETS.get(preset)
@@ -289,7 +169,7 @@ def build_ui(config: UIConfig) -> Any:
                         request: gr.Request):  # fmt: skip
         # Moving centre/width means a custom window.
         s = sessions.get(request.session_hash)
-        opts = _options("custom", center, width, composite, frame_mode, frame, uniform_n)
+        opts = options("custom", center, width, composite, frame_mode, frame, uniform_n)
         return "custom", await refresh_preview(s, opts)
 
     async def ask(question: str, model: str | None, window: str, center: float, width: float, composite: bool, frame_mode: str,
@@ -302,12 +182,12 @@ def build_ui(config: UIConfig) -> Any:
             raise gr.Error("type a question first")
         if not model:
             raise gr.Error("no model available: check the server")
-        opts = _options(*controls)
+        opts = options(*controls)
         turn = Turn(question=question, model=model, request_id="ui-" + uuid.uuid4().hex[:24])
-        key = _study_key(s.items, opts)
+        key = study_key(s.items, opts)
         if s.items and key != s.attached_key:
-            preview_html = await refresh_preview(s, opts)
-            turn.settings = _settings_lines(s.items, opts)
+            preview_out = await refresh_preview(s, opts)
+            turn.settings = settings_lines(s.items, opts)
             if s.preview_error:
                 turn.error = f"the images were refused: {s.preview_error}"
             else:
@@ -315,18 +195,31 @@ def build_ui(config: UIConfig) -> Any:
                 turn.preview = list(s.preview.images) if s.preview else []
                 s.attached_key = key
         else:
-            preview_html = gr.update()
+            preview_out = gr.update()
         s.turns.append(turn)
         if turn.error:
-            yield chat_display(s.turns), "", preview_html, _answer_choices(s), gr.update(interactive=True)
+            yield chat_display(s.turns), "", preview_out, _answer_choices(s), gr.update(interactive=True)
             return
         # Ask is disabled while an answer streams (Stop or the end of the answer enables it again).
-        yield chat_display(s.turns), "", preview_html, _answer_choices(s), gr.update(interactive=False, value="Answering…")
-        params = {"temperature": temperature, "top_p": top_p, "max_tokens": int(max_tokens) if max_tokens else None, "ignore_eos": bool(ignore_eos)}
+        yield (
+            chat_display(s.turns),
+            "",
+            preview_out,
+            _answer_choices(s),
+            gr.update(interactive=False, value="Answering…"),
+        )
+        params = {
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": int(max_tokens) if max_tokens else None,
+            "ignore_eos": bool(ignore_eos),
+        }
         acc = StreamText()
         last = 0.0
         try:
-            stream = api.stream_chat(build_messages(s.turns, system=system), model=model, request_id=turn.request_id, params=params)
+            stream = api.stream_chat(
+                build_messages(s.turns, system=system), model=model, request_id=turn.request_id, params=params
+            )
             async for chunk in stream:
                 if turn.stopped:  # Stop pressed: Gradio cancels this task too, but do not wait for it
                     await stream.aclose()
@@ -344,7 +237,13 @@ def build_ui(config: UIConfig) -> Any:
         if turn.stopped:
             return  # the Stop handler has shown the partial answer; nothing more arrives after it
         turn.answer = acc.text
-        yield chat_display(s.turns), gr.update(), gr.update(), _answer_choices(s), gr.update(interactive=True, value="Ask")
+        yield (
+            chat_display(s.turns),
+            gr.update(),
+            gr.update(),
+            _answer_choices(s),
+            gr.update(interactive=True, value="Ask"),
+        )
 
     def on_stop(request: gr.Request):
         s = sessions.get(request.session_hash)
@@ -370,7 +269,10 @@ def build_ui(config: UIConfig) -> Any:
         rec = feedback.add(s.turns[idx], rating=code, comment=comment or "", link=bool(link))
         s.turns[idx].feedback.append(code)
         note = " (question and answer linked, de-identified)" if link else ""
-        return "", f"Thank you: feedback {rating} on answer {idx + 1} recorded{note}. Comment stored as: “{html.escape(rec['comment'])}”"
+        return (
+            "",
+            f"Thank you: feedback {rating} on answer {idx + 1} recorded{note}. Comment stored as: “{html.escape(rec['comment'])}”",
+        )
 
     def on_like(data: gr.LikeData, request: gr.Request):
         s = sessions.get(request.session_hash)
@@ -388,12 +290,16 @@ def build_ui(config: UIConfig) -> Any:
             version["server"] = await api.version()
         from infimed import __version__
 
-        paths = write_report(s.turns, ReportStamp(server_version=version["server"], ui_version=__version__), exports_root / _safe_key(request.session_hash))
+        paths = write_report(
+            s.turns,
+            ReportStamp(server_version=version["server"], ui_version=__version__),
+            exports_root / safe_key(request.session_hash),
+        )
         return [str(p) for p in paths]
 
     def on_unload(request: gr.Request):
         sessions.end(request.session_hash)
-        shutil.rmtree(exports_root / _safe_key(request.session_hash), ignore_errors=True)
+        shutil.rmtree(exports_root / safe_key(request.session_hash), ignore_errors=True)
 
     # ------------------------------------------------------------------ layout
     with gr.Blocks(title=config.title, analytics_enabled=False, fill_width=True) as demo:
@@ -406,24 +312,47 @@ def build_ui(config: UIConfig) -> Any:
                 upload = gr.File(label="Upload images: PNG/JPEG, DICOM file(s), a series, or a .zip of a series", file_count="multiple",
                                  type="filepath", elem_id="upload")  # fmt: skip
                 with gr.Row():
-                    example = gr.Dropdown([e.name for e in examples], label="Example cases", value=None, elem_id="example", scale=3)
+                    example = gr.Dropdown(
+                        [e.name for e in examples], label="Example cases", value=None, elem_id="example", scale=3
+                    )
                     example_btn = gr.Button("Load example", elem_id="example-load", scale=1)
-                study = gr.HTML(_study_html([], []), elem_id="study")
+                study = gr.HTML(study_html([], []), elem_id="study")
                 with gr.Accordion("Imaging controls (CT / MR / X-ray)", open=True):
-                    window = gr.Dropdown([*WINDOW_PRESETS, "custom"], value="auto", label="Window preset", elem_id="window")
+                    window = gr.Dropdown(
+                        [*WINDOW_PRESETS, "custom"], value="auto", label="Window preset", elem_id="window"
+                    )
                     with gr.Row():
                         center = gr.Slider(-1500, 3000, value=40, step=1, label="Centre (HU)", elem_id="center")
                         width = gr.Slider(1, 4000, value=400, step=1, label="Width (HU)", elem_id="width")
-                    composite = gr.Checkbox(False, label="CT 3-window composite (lung · soft tissue · bone into R, G, B)", elem_id="composite")
-                    frame_mode = gr.Radio(["auto", "this slice/frame", "evenly spaced"], value="auto", label="Slices / frames sent", elem_id="frame-mode")
+                    composite = gr.Checkbox(
+                        False,
+                        label="CT 3-window composite (lung · soft tissue · bone into R, G, B)",
+                        elem_id="composite",
+                    )
+                    frame_mode = gr.Radio(
+                        ["auto", "this slice/frame", "evenly spaced"],
+                        value="auto",
+                        label="Slices / frames sent",
+                        elem_id="frame-mode",
+                    )
                     frame = gr.Slider(0, 1, value=0, step=1, label="Slice / frame", visible=False, elem_id="frame")
                     uniform_n = gr.Slider(1, 8, value=4, step=1, label="How many, evenly spaced", elem_id="uniform-n")
                 gr.Markdown("**What the model sees** (rendered by the server, de-identified)")
-                preview = gr.HTML(_preview_html(None, None, []), elem_id="preview")
+                preview = gr.HTML(preview_html(None, None, []), elem_id="preview")
             with gr.Column(scale=3, min_width=420):
-                model = gr.Dropdown([], label="Model (base or fine-tuned adapter)", elem_id="model", allow_custom_value=False)
-                chatbot = gr.Chatbot(label="Conversation", height=460, elem_id="chat", buttons=["copy"], feedback_options=("Like", "Dislike"))
-                question = gr.Textbox(label="Question", placeholder="Ask about the images…", lines=2, elem_id="question")
+                model = gr.Dropdown(
+                    [], label="Model (base or fine-tuned adapter)", elem_id="model", allow_custom_value=False
+                )
+                chatbot = gr.Chatbot(
+                    label="Conversation",
+                    height=460,
+                    elem_id="chat",
+                    buttons=["copy"],
+                    feedback_options=("Like", "Dislike"),
+                )
+                question = gr.Textbox(
+                    label="Question", placeholder="Ask about the images…", lines=2, elem_id="question"
+                )
                 with gr.Row():
                     send = gr.Button("Ask", variant="primary", elem_id="ask")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -431,21 +360,41 @@ def build_ui(config: UIConfig) -> Any:
                 with gr.Accordion("Sampling settings", open=False, elem_id="sampling"):
                     temperature = gr.Slider(0, 2, value=0.2, step=0.05, label="Temperature", elem_id="temperature")
                     top_p = gr.Slider(0.05, 1, value=1.0, step=0.05, label="Top-p", elem_id="top-p")
-                    max_tokens = gr.Number(value=config.default_max_tokens, precision=0, minimum=1, label="Max tokens", elem_id="max-tokens")
+                    max_tokens = gr.Number(
+                        value=config.default_max_tokens,
+                        precision=0,
+                        minimum=1,
+                        label="Max tokens",
+                        elem_id="max-tokens",
+                    )
                     system = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="system")
-                    ignore_eos = gr.Checkbox(False, label="Advanced: ignore end-of-sequence (testing only: always generate max tokens)", elem_id="ignore-eos")
+                    ignore_eos = gr.Checkbox(
+                        False,
+                        label="Advanced: ignore end-of-sequence (testing only: always generate max tokens)",
+                        elem_id="ignore-eos",
+                    )
                 with gr.Accordion("Feedback on an answer", open=True):
                     with gr.Row():
                         answer_pick = gr.Dropdown([], label="Answer", elem_id="fb-answer", scale=1)
-                        rating = gr.Radio(["helpful", "not helpful", "flag"], label="Rating", elem_id="fb-rating", scale=2)
-                    comment = gr.Textbox(label="Comment (identifiers are removed before storing)", lines=2, elem_id="fb-comment")
-                    link = gr.Checkbox(False, label="Also keep the de-identified question, answer and images (so flagged answers can be curated)", elem_id="fb-link")
+                        rating = gr.Radio(
+                            ["helpful", "not helpful", "flag"], label="Rating", elem_id="fb-rating", scale=2
+                        )
+                    comment = gr.Textbox(
+                        label="Comment (identifiers are removed before storing)", lines=2, elem_id="fb-comment"
+                    )
+                    link = gr.Checkbox(
+                        False,
+                        label="Also keep the de-identified question, answer and images (so flagged answers can be curated)",
+                        elem_id="fb-link",
+                    )
                     fb_send = gr.Button("Send feedback", elem_id="fb-send")
                     fb_status = gr.Markdown("", elem_id="fb-status")
                 with gr.Row():
                     export = gr.Button("Export report (HTML + Markdown)", elem_id="export")
                 report = gr.File(label="Report", file_count="multiple", interactive=False, elem_id="report")
-        gr.Markdown(f"<small>{html.escape(INTENDED_USE)} Uploads are de-identified before display and deleted when you close the tab.</small>")
+        gr.Markdown(
+            f"<small>{html.escape(INTENDED_USE)} Uploads are de-identified before display and deleted when you close the tab.</small>"
+        )
 
         controls = [window, center, width, composite, frame_mode, frame, uniform_n]
         sampling = [temperature, top_p, max_tokens, ignore_eos, system]
@@ -505,7 +454,7 @@ def mount_ui(app: Any, *, api_url: str | Callable[[], str], api_key: str, userna
     demo = build_ui(config)
     gr.mount_gradio_app(app, demo, path=path, auth=(username, password), auth_message="InfiMed clinician UI — " + DISCLAIMER,
                         footer_links=[], run_history=False, ssr_mode=False, show_error=True, mcp_server=False,
-                        blocked_paths=[str(config.data_dir)], css=_CSS, theme=_theme())  # fmt: skip
+                        blocked_paths=[str(config.data_dir)], css=CSS, theme=_theme())  # fmt: skip
     app.state.ui = demo  # for tests and introspection; holds no secret the browser could see
     log.info("clinician UI mounted at %s (feedback in %s)", path, config.data_dir)
 
@@ -517,7 +466,9 @@ def _theme() -> Any:
     return gr.themes.Default(font=system, font_mono=mono)
 
 
-def launch_ui(*, api_url: str, api_key: str, host: str, port: int, username: str, password: str, data_dir: Path | None = None) -> None:
+def launch_ui(
+    *, api_url: str, api_key: str, host: str, port: int, username: str, password: str, data_dir: Path | None = None
+) -> None:
     """Run the UI alone (``infimed ui``): a FastAPI app with only ``/ui``, served by uvicorn."""
     import uvicorn
     from fastapi import FastAPI

@@ -95,12 +95,34 @@ def _skimage(name: str) -> Callable[[Path], list[Path]]:
 
 
 EXAMPLES: list[Example] = [
-    Example("CT chest (pydicom CT_small)", "real CT slice, 128×128", "Which body region and modality is this?", _pydicom("CT_small.dcm")),
-    Example("CT series (pydicom CT5N)", "real CT series, 5 slices", "Describe this CT series.", _pydicom_dir("dicomdirtests/98892001/CT5N")),
+    Example(
+        "CT chest (pydicom CT_small)",
+        "real CT slice, 128×128",
+        "Which body region and modality is this?",
+        _pydicom("CT_small.dcm"),
+    ),
+    Example(
+        "CT series (pydicom CT5N)",
+        "real CT series, 5 slices",
+        "Describe this CT series.",
+        _pydicom_dir("dicomdirtests/98892001/CT5N"),
+    ),
     Example("MR (pydicom MR_small)", "real MR slice", "What sequence and body part is this?", _pydicom("MR_small.dcm")),
-    Example("Phantom chest X-ray/CT", "synthetic phantom with known nodules", "Are there nodules? On which side?", _phantom(0)),
-    Example("Phantom CT series", "synthetic CT series, 12 slices with nodules", "How many nodules are there?", _phantom_series),
-    Example("Fundus photograph (scikit-image)", "retina.jpg, colour", "Describe this fundus image.", _skimage("retina.jpg")),
+    Example(
+        "Phantom chest X-ray/CT",
+        "synthetic phantom with known nodules",
+        "Are there nodules? On which side?",
+        _phantom(0),
+    ),
+    Example(
+        "Phantom CT series",
+        "synthetic CT series, 12 slices with nodules",
+        "How many nodules are there?",
+        _phantom_series,
+    ),
+    Example(
+        "Fundus photograph (scikit-image)", "retina.jpg, colour", "Describe this fundus image.", _skimage("retina.jpg")
+    ),
 ]
 
 

@@ -99,7 +99,9 @@ def feedback_manifest(feedback_path: Path, out_path: Path, *, ratings: tuple[str
         if not rec.get("linked") or rec.get("rating") not in ratings:
             continue
         images = [str((feedback_path.parent / p).resolve()) for p in rec.get("images", [])]
-        content = [{"type": "image", "index": i} for i in range(len(images))] + [{"type": "text", "text": rec["question"]}]
+        content = [{"type": "image", "index": i} for i in range(len(images))] + [
+            {"type": "text", "text": rec["question"]}
+        ]
         samples.append(Sample(id=f"feedback-{rec['request_id']}", task="vqa",
                               messages=[{"role": "user", "content": content}, {"role": "assistant", "content": rec["answer"]}],
                               images=[{"path": p} for p in images],

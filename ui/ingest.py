@@ -111,7 +111,9 @@ def ingest_uploads(paths: list[Path], session_dir: Path, deid: Deidentifier, *, 
             try:
                 blobs = _blobs(Path(path), label, max_bytes)
             except (IngestError, zipfile.BadZipFile, OSError) as e:
-                result.warnings.append(str(e) if isinstance(e, IngestError) else f"{label}: cannot read it ({type(e).__name__})")
+                result.warnings.append(
+                    str(e) if isinstance(e, IngestError) else f"{label}: cannot read it ({type(e).__name__})"
+                )
                 continue
             for blabel, data in blobs:
                 ds = _read_dicom(data)
@@ -142,7 +144,11 @@ def ingest_uploads(paths: list[Path], session_dir: Path, deid: Deidentifier, *, 
                 n += 1
                 target = session_dir / f"{n:04d}.png"
                 img.save(target, format="PNG")
-                order.append(StudyItem(kind="image", paths=[target], label=f"{fmt} image {img.size[0]}×{img.size[1]}", mime="image/png"))
+                order.append(
+                    StudyItem(
+                        kind="image", paths=[target], label=f"{fmt} image {img.size[0]}×{img.size[1]}", mime="image/png"
+                    )
+                )
     finally:
         if delete_sources:
             for p in paths:
@@ -159,7 +165,9 @@ def ingest_uploads(paths: list[Path], session_dir: Path, deid: Deidentifier, *, 
             modality = str(getattr(ds, "Modality", "") or "DICOM")
             result.items.append(StudyItem(kind="series", paths=[p for p, _ in files], label=f"{modality} series · {len(files)} slices",
                                           frames_total=len(files), modality=modality))  # fmt: skip
-    log.info("ingested %d item(s) from %d upload(s), %d warning(s)", len(result.items), len(paths), len(result.warnings))
+    log.info(
+        "ingested %d item(s) from %d upload(s), %d warning(s)", len(result.items), len(paths), len(result.warnings)
+    )
     return result
 
 

@@ -61,7 +61,9 @@ def dicom_extension(opts: ImagingOptions, *, frames_total: int = 1) -> dict[str,
     elif opts.window in WINDOW_PRESETS:
         ext["window"] = opts.window
     else:
-        raise ValueError(f"unknown window preset {opts.window!r}; choose one of {', '.join([*WINDOW_PRESETS, 'custom'])}")
+        raise ValueError(
+            f"unknown window preset {opts.window!r}; choose one of {', '.join([*WINDOW_PRESETS, 'custom'])}"
+        )
     if frames_total > 1:
         if opts.frame_mode == "current":
             ext["frames"] = [min(max(int(opts.frame), 0), frames_total - 1)]
@@ -123,7 +125,9 @@ def image_parts(items: list[StudyItem], opts: ImagingOptions) -> list[dict[str, 
             continue
         ext = dicom_extension(opts, frames_total=item.frames_total)
         for p in item.paths:
-            parts.append({"type": "image_url", "image_url": {"url": _data_url(p, "application/dicom"), "dicom": dict(ext)}})
+            parts.append(
+                {"type": "image_url", "image_url": {"url": _data_url(p, "application/dicom"), "dicom": dict(ext)}}
+            )
     return parts
 
 
@@ -224,7 +228,11 @@ def chat_display(turns: list[Turn]) -> list[dict[str, str]]:
     """The Chatbot's value (messages format) for ``turns``: attachments as a short note, markers for stops and errors."""
     out: list[dict[str, str]] = []
     for t in turns:
-        note = f"\n\n_({len(t.settings)} image input{'s' if len(t.settings) != 1 else ''}: {'; '.join(t.settings)})_" if t.settings else ""
+        note = (
+            f"\n\n_({len(t.settings)} image input{'s' if len(t.settings) != 1 else ''}: {'; '.join(t.settings)})_"
+            if t.settings
+            else ""
+        )
         out.append({"role": "user", "content": t.question + note})
         answer = t.answer
         if not answer and t.finish_reason and not t.error:

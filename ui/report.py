@@ -58,7 +58,10 @@ def report_markdown(turns: list[Turn], stamp: ReportStamp) -> str:
         lines += [f"### Answer{status}", "", t.answer or "_(no answer)_", ""]
         if t.error:
             lines += [f"Error: {t.error}", ""]
-        lines += [f"_Model {t.model or '—'} · request id `{t.request_id or '—'}` · finish reason {t.finish_reason or '—'}_", ""]
+        lines += [
+            f"_Model {t.model or '—'} · request id `{t.request_id or '—'}` · finish reason {t.finish_reason or '—'}_",
+            "",
+        ]
     lines += ["---", "", INTENDED_USE, ""]
     return "\n".join(lines)
 
@@ -88,13 +91,19 @@ def report_html(turns: list[Turn], stamp: ReportStamp) -> str:
         parts.append(f"<section class='turn'><h2>Question {i}</h2><p class='q'>{e(t.question)}</p>")
         if t.preview or t.settings:
             parts.append("<div class='images'>")
-            parts += [f"<img alt='input image {j + 1} as the model saw it' src='{e(u)}'>" for j, u in enumerate(t.preview) if u.startswith("data:image/png;base64,")]
+            parts += [
+                f"<img alt='input image {j + 1} as the model saw it' src='{e(u)}'>"
+                for j, u in enumerate(t.preview)
+                if u.startswith("data:image/png;base64,")
+            ]
             parts.append("</div><ul class='meta'>" + "".join(f"<li>{e(s)}</li>" for s in t.settings) + "</ul>")
         status = " (stopped by the user)" if t.stopped else ""
         parts.append(f"<h3>Answer{status}</h3><div class='a'>{e(t.answer) or '<em>(no answer)</em>'}</div>")
         if t.error:
             parts.append(f"<p class='meta'>Error: {e(t.error)}</p>")
-        parts.append(f"<p class='meta'>Model {e(t.model or '—')} · request id <code>{e(t.request_id or '—')}</code> · finish reason {e(t.finish_reason or '—')}</p></section>")
+        parts.append(
+            f"<p class='meta'>Model {e(t.model or '—')} · request id <code>{e(t.request_id or '—')}</code> · finish reason {e(t.finish_reason or '—')}</p></section>"
+        )
     parts.append(f"<hr><p class='disclaimer'>{e(INTENDED_USE)}</p></body></html>")
     return "".join(parts)
 

@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--username", default="clinician")
     p.add_argument("--password", default=None, help="the login password (else INFIMED_UI_PASSWORD, else generated)")
-    p.add_argument("--data-dir", type=Path, default=None, help="where feedback is kept (default: INFIMED_UI_DATA_DIR or ~/.local/share/infimed/ui)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where feedback is kept (default: INFIMED_UI_DATA_DIR or ~/.local/share/infimed/ui)",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,6 +61,17 @@ def run(args: argparse.Namespace) -> int:
     password = args.password or os.environ.get("INFIMED_UI_PASSWORD") or secrets.token_urlsafe(12)
     from ui.app import launch_ui
 
-    print(f"clinician UI on http://{args.host}:{args.port}/ui/  (user {args.username!r}, password {password!r})", flush=True)
-    launch_ui(api_url=args.api_url, api_key=key, host=args.host, port=args.port, username=args.username, password=password, data_dir=args.data_dir)
+    print(
+        f"clinician UI on http://{args.host}:{args.port}/ui/  (user {args.username!r}, password {password!r})",
+        flush=True,
+    )
+    launch_ui(
+        api_url=args.api_url,
+        api_key=key,
+        host=args.host,
+        port=args.port,
+        username=args.username,
+        password=password,
+        data_dir=args.data_dir,
+    )
     return 0

@@ -10,7 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from ui.app import Sessions, mount_ui
+from ui.app import mount_ui
+from ui.sessions import Sessions
 
 KEY = "imk_testkey_0123456789abcdefghij"
 
@@ -18,7 +19,14 @@ KEY = "imk_testkey_0123456789abcdefghij"
 @pytest.fixture(scope="module")
 def mounted(tmp_path_factory):
     app = FastAPI()
-    mount_ui(app, api_url=lambda: "", api_key=KEY, username="clinician", password="s3cret-pw", data_dir=tmp_path_factory.mktemp("data"))
+    mount_ui(
+        app,
+        api_url=lambda: "",
+        api_key=KEY,
+        username="clinician",
+        password="s3cret-pw",
+        data_dir=tmp_path_factory.mktemp("data"),
+    )
     with TestClient(app) as client:
         yield app, client
 
@@ -75,7 +83,9 @@ def test_gateway_mounts_the_ui_with_an_ephemeral_key(monkeypatch):
 
     monkeypatch.setenv("INFIMED_UI_PASSWORD", "pw-from-env")
     settings = GatewaySettings(api_key="operator-key", engine_urls=["http://127.0.0.1:9"])
-    app = create_app(settings, budget=PixelBudget(min_pixels=3136, max_pixels=200_704), engine_urls=["http://127.0.0.1:9"])
+    app = create_app(
+        settings, budget=PixelBudget(min_pixels=3136, max_pixels=200_704), engine_urls=["http://127.0.0.1:9"]
+    )
     _mount_ui(app, settings)
     demo = app.state.ui
     assert demo.auth == [("clinician", "pw-from-env")]

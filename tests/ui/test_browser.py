@@ -70,7 +70,10 @@ def test_clinician_flow(gateway, browser):
     page.get_by_role("button", name="Login").click()
     page.wait_for_selector("#disclaimer", timeout=30_000)
     assert "Not a medical device" in page.locator("#disclaimer").inner_text()
-    page.wait_for_function("document.querySelector('#status') && document.querySelector('#status').innerText.includes('Connected')", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#status') && document.querySelector('#status').innerText.includes('Connected')",
+        timeout=30_000,
+    )
     # The UI's own API key (imk_…) and the operator's key stay on the server.
     config = page.request.get(f"{gateway.root}/ui/config").text()
     for text in (page.content(), config):
@@ -88,7 +91,9 @@ def test_clinician_flow(gateway, browser):
     page.locator("#window input").click()
     page.get_by_role("option", name="lung", exact=True).click()
     page.wait_for_function(
-        "(old) => { const i = document.querySelector('#preview-images img'); return i && i.getAttribute('src') !== old; }", arg=first, timeout=60_000
+        "(old) => { const i = document.querySelector('#preview-images img'); return i && i.getAttribute('src') !== old; }",
+        arg=first,
+        timeout=60_000,
     )
     assert "window lung" in page.locator("#preview").inner_text()
     shot("2-lung-window")
@@ -114,10 +119,15 @@ def test_clinician_flow(gateway, browser):
     page.locator("#question textarea").fill("Describe it in detail.")
     page.locator("#ask").click()
     page.wait_for_function(answering, timeout=60_000)
-    page.wait_for_function(f"document.querySelectorAll('#chat [data-testid=\"bot\"]').length >= 2 && {last_bot}.length > 3", timeout=120_000)
+    page.wait_for_function(
+        f"document.querySelectorAll('#chat [data-testid=\"bot\"]').length >= 2 && {last_bot}.length > 3",
+        timeout=120_000,
+    )
     page.locator("#stop").click()
     try:
-        page.wait_for_function("() => document.querySelector('#chat').innerText.includes('stopped by the user')", timeout=90_000)
+        page.wait_for_function(
+            "() => document.querySelector('#chat').innerText.includes('stopped by the user')", timeout=90_000
+        )
     except Exception:
         shot("failed-stop")
         raise
@@ -183,7 +193,9 @@ def test_examples_navigator_and_refusal(gateway, browser):
     page.wait_for_function("document.querySelector('#preview').innerText.includes('frames [0] of 5')", timeout=60_000)
     assert page.locator("#preview-images img").count() == 1
     page.locator("#composite input").check()
-    page.wait_for_function("document.querySelector('#preview').innerText.includes('3-window composite')", timeout=60_000)
+    page.wait_for_function(
+        "document.querySelector('#preview').innerText.includes('3-window composite')", timeout=60_000
+    )
     page.screenshot(path=str(ARTIFACTS / "ui-7-series.png"), full_page=True)
 
     # --- an ultrasound without BurnedInAnnotation: refused, with the reason shown

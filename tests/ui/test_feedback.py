@@ -26,7 +26,9 @@ TURN = Turn(question="Patient John Smith, MRN: 7654321 — nodule on the left?",
 
 
 def test_record_scrubs_comment_and_links_only_when_asked():
-    rec = feedback_record(TURN, rating="flag", comment="Wrong. Call me at 555-123-4567 or jane@example.org, MRN: 1234567")
+    rec = feedback_record(
+        TURN, rating="flag", comment="Wrong. Call me at 555-123-4567 or jane@example.org, MRN: 1234567"
+    )
     assert rec["request_id"] == "ui-abc" and rec["model"] == "tiny" and rec["rating"] == "flag"
     for leaked in ("555-123-4567", "jane@example.org", "1234567"):
         assert leaked not in rec["comment"]

@@ -76,7 +76,10 @@ def test_image_parts_dicom_series_and_png(tmp_path):
         assert p["image_url"]["url"].startswith("data:application/dicom;base64,")
         assert p["image_url"]["dicom"] == {"window": "lung", "frames": [1]}  # same options on every file of a series
     assert base64.b64decode(parts[0]["image_url"]["url"].split(",", 1)[1]) == ct_bytes
-    assert parts[2] == {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()}}
+    assert parts[2] == {
+        "type": "image_url",
+        "image_url": {"url": "data:image/png;base64," + base64.b64encode(b"\x89PNG fake").decode()},
+    }
     assert "dicom" not in parts[2]["image_url"]
 
 
@@ -110,7 +113,9 @@ def test_build_messages_keeps_only_latest_images_and_drops_failed_turns():
     assert all("broken" not in str(m["content"]) for m in msgs)
     assert msgs[2]["content"][:2] == [IMG, IMG]
     assert sum(1 for m in msgs if isinstance(m["content"], list)) == 1
-    assert build_messages([Turn(question="q", attachments=[IMG])], keep_images=0)[0]["content"].startswith(OMITTED_IMAGES)
+    assert build_messages([Turn(question="q", attachments=[IMG])], keep_images=0)[0]["content"].startswith(
+        OMITTED_IMAGES
+    )
 
 
 def test_build_messages_keeps_a_stopped_partial_answer():
@@ -132,7 +137,13 @@ def test_stream_text_accumulates_and_reads_extensions():
         _chunk("The "),
         _chunk("lungs"),
         _chunk(" are clear.", finish="stop"),
-        {"id": "infimed-x", "object": "chat.completion.chunk", "model": "tiny", "choices": [], "infimed": {"render_records": records}},
+        {
+            "id": "infimed-x",
+            "object": "chat.completion.chunk",
+            "model": "tiny",
+            "choices": [],
+            "infimed": {"render_records": records},
+        },
         {"id": "chatcmpl-1", "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 4}},
     ]
     acc = StreamText()
@@ -152,7 +163,14 @@ def test_sdk_chunks_keep_the_gateway_extension():
     """The openai SDK's chunk objects carry unknown fields through model_dump (what the UI feeds StreamText)."""
     from openai.types.chat import ChatCompletionChunk
 
-    raw = {"id": "i", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "infimed": {"render_records": [{"frames": [2]}]}}
+    raw = {
+        "id": "i",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [],
+        "infimed": {"render_records": [{"frames": [2]}]},
+    }
     dumped = ChatCompletionChunk.model_validate(raw).model_dump(exclude_unset=True)
     acc = StreamText()
     acc.feed(dumped)

@@ -19,7 +19,15 @@ STAMP = ReportStamp(server_version="0.1.0", ui_version="0.1.0", created="2026-01
 def test_html_report_is_stamped_escaped_and_self_contained():
     page = report_html(TURNS, STAMP)
     assert page.count(INTENDED_USE) == 2  # top and bottom
-    for needle in ("tiny, tiny-lora", "ui-111", "ui-222", "window lung", "Server version: 0.1.0", "2026-01-02T03:04:05+00:00", "(stopped by the user)"):
+    for needle in (
+        "tiny, tiny-lora",
+        "ui-111",
+        "ui-222",
+        "window lung",
+        "Server version: 0.1.0",
+        "2026-01-02T03:04:05+00:00",
+        "(stopped by the user)",
+    ):
         assert needle in page
     assert "<script>" not in page and "&lt;script&gt;" in page and "No nodule &amp; no effusion." in page
     assert f"src='{PNG}'" in page and "javascript:" not in page  # only PNG data URLs are embedded
@@ -29,7 +37,13 @@ def test_html_report_is_stamped_escaped_and_self_contained():
 def test_markdown_report_has_the_same_facts():
     md = report_markdown(TURNS, STAMP)
     assert md.startswith("# InfiMed conversation report") and INTENDED_USE in md
-    for needle in ("`ui-111`", "`ui-222`", "- CT · 128×128: window lung", "Answer (stopped by the user)", "Model: tiny, tiny-lora"):
+    for needle in (
+        "`ui-111`",
+        "`ui-222`",
+        "- CT · 128×128: window lung",
+        "Answer (stopped by the user)",
+        "Model: tiny, tiny-lora",
+    ):
         assert needle in md
 
 
