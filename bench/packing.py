@@ -156,30 +156,43 @@ def padded_efficiency(lengths: list[int], batch: int, seed: int, multiple: int =
     return real / total
 
 
-def throughput(model, dataset, collator, batches, *, backend: str, device: str, warmup: int = 1) -> tuple[float, int]:
-    """Real tokens per second of forward + backward + AdamW over ``batches`` (lists of packs)."""
+def interleaved_throughput(
+    runs: dict[str, tuple], dataset, collator, *, device: str, warmup: int = 1
+) -> dict[str, float]:
+    """Real tokens/s of forward + backward + AdamW for several modes, timed step by step in turn.
+
+    ``runs``: ``{mode: (model, backend, batches)}``. Steps alternate between the modes (packed step,
+    padded step, …) so that load from other processes on a shared machine hits every mode alike.
+    """
     from training.collator import real_tokens
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    encoded = [collator([dataset[p] for p in b]) for b in batches]  # decode/render outside the timing
-    tokens, elapsed = 0, 0.0
-    for k, batch in enumerate(encoded):
-        inputs = {key: (v.to(device) if torch.is_tensor(v) else v) for key, v in batch.items()}
-        boundaries = inputs.pop("pack_boundaries")
-        inputs.update(boundaries.attention_inputs(backend, dtype=torch.float32, device=device))
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        loss = model(**inputs, use_cache=False).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if k >= warmup:
-            elapsed += time.perf_counter() - t0
-            tokens += real_tokens(batch)
-    return tokens / elapsed, tokens
+    optims = {
+        id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for m, _, _ in runs.values()
+    }
+    encoded = {k: [collator([dataset[p] for p in b]) for b in batches] for k, (_, _, batches) in runs.items()}
+    tokens = dict.fromkeys(runs, 0)
+    elapsed = dict.fromkeys(runs, 0.0)
+    for step in range(max(len(v) for v in encoded.values())):
+        for mode, (model, backend, _) in runs.items():
+            if step >= len(encoded[mode]):
+                continue
+            batch = encoded[mode][step]
+            inputs = {key: (v.to(device) if torch.is_tensor(v) else v) for key, v in batch.items()}
+            boundaries = inputs.pop("pack_boundaries")
+            inputs.update(boundaries.attention_inputs(backend, dtype=torch.float32, device=device))
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            loss = model(**inputs, use_cache=False).loss
+            loss.backward()
+            optims[id(model)].step()
+            optims[id(model)].zero_grad(set_to_none=True)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if step >= warmup:
+                elapsed[mode] += time.perf_counter() - t0
+                tokens[mode] += real_tokens(batch)
+    return {k: tokens[k] / elapsed[k] for k in runs}
 
 
 def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[str, float]:
@@ -188,7 +201,6 @@ def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[s
     from core.tiny import ensure_tiny_model
     from training.collator import PackCollator
     from training.data import StageDataset, budget_from_processor
-    from training.packing import plan_packs
     from training.stage import DataSource, Stage
     from training.trainer import attention_backend
 
@@ -233,7 +245,7 @@ def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[s
     }
     for name, stage in stages.items():
         ds = StageDataset(stage, processor, base_budget=base, seed=0)
-        lengths, images = ds.lengths()
+        lengths, _ = ds.lengths()
         plan = ds.plan(0)
         vis = [v for i in range(len(ds)) for v in ds.visual_tokens(i)]
         out[f"{name}_visual_per_image"] = sum(vis) / len(vis)
@@ -244,24 +256,22 @@ def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[s
         out[f"{name}_dropped"] = len(plan.dropped)
         steps = args.steps + 1
         packs = plan.packs[:steps]
-        out[f"{name}_tps_packed"], _ = throughput(
-            model, ds, collator, [[p] for p in packs], backend=backend, device=args.device
-        )
+        runs = {"packed": (model, backend, [[p] for p in packs])}
         if varlen is not None:
-            out[f"{name}_tps_packed_varlen"], _ = throughput(
-                varlen, ds, collator, [[p] for p in packs], backend="varlen_sdpa", device=args.device
-            )
+            runs["packed_varlen"] = (varlen, "varlen_sdpa", [[p] for p in packs])
         if name == "high":
             # The same samples, padded: one sample per row, batches of `padded_batch`, shuffled.
             same = [i for p in packs[1:] for i in p]
             random.Random(1).shuffle(same)
             warm = [[(i,) for i in packs[0][: args.padded_batch]]]
             rows = [[(i,) for i in same[b : b + args.padded_batch]] for b in range(0, len(same), args.padded_batch)]
-            out["high_tps_padded"], _ = throughput(
-                model, ds, collator, warm + rows, backend=backend, device=args.device
-            )
-            padded_plan = plan_packs(lengths, images, max_length=stage.max_length, seed=0, packing=False)
-            out["high_eff_padded_rows_at_max_length"] = padded_plan.efficiency(8)
+            runs["padded"] = (model, backend, warm + rows)
+        tps = interleaved_throughput(runs, ds, collator, device=args.device)
+        out[f"{name}_tps_packed"] = tps["packed"]
+        if "packed_varlen" in tps:
+            out[f"{name}_tps_packed_varlen"] = tps["packed_varlen"]
+        if "padded" in tps:
+            out["high_tps_padded"] = tps["padded"]
     return out
 
 

@@ -202,9 +202,8 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise APIError(400, f"the request body is not valid JSON ({type(e).__name__})", code="invalid_json") from None
 
-    @asynccontextmanager
-    async def slot():
-        """A concurrency slot, waiting briefly in a short queue; 429 past it."""
+    async def acquire_slot():
+        """A concurrency slot, waiting briefly in a short queue; 429 past it. Returns its release function."""
         if gw.slots.locked():
             if gw.waiting >= settings.queue_size:
                 raise APIError(429, "the server is at capacity; retry shortly", code="server_busy")
@@ -220,11 +219,24 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         else:
             await gw.slots.acquire()
         gw.metrics.in_flight.inc()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                gw.metrics.in_flight.dec()
+                gw.slots.release()
+
+        return release
+
+    @asynccontextmanager
+    async def slot():
+        release = await acquire_slot()
         try:
             yield
         finally:
-            gw.metrics.in_flight.dec()
-            gw.slots.release()
+            release()
 
     def engine_for(model: str):
         engine = gw.router.pick(model)
@@ -281,15 +293,20 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         request.state.model = req.model
         cap_tokens(body)
         engine = engine_for(req.model)
-        async with slot():
+        release = await acquire_slot()  # held until the answer (or the last streamed chunk) is out
+        try:
             rewritten = await gw.rewriter.rewrite(body)
-        request.state.images = rewritten.images
-        if rewritten.images:
-            gw.metrics.images.inc(rewritten.images)
-            gw.metrics.render_seconds.observe(rewritten.render_seconds)
-        if rewritten.dicom_parts:
-            gw.metrics.dicom_parts.inc(rewritten.dicom_parts)
-        return await forward(request, engine, "/v1/chat/completions", rewritten.body, stream=bool(req.stream), records=rewritten.records)
+            request.state.images = rewritten.images
+            if rewritten.images:
+                gw.metrics.images.inc(rewritten.images)
+                gw.metrics.render_seconds.observe(rewritten.render_seconds)
+            if rewritten.dicom_parts:
+                gw.metrics.dicom_parts.inc(rewritten.dicom_parts)
+            return await forward(request, engine, "/v1/chat/completions", rewritten.body, stream=bool(req.stream),
+                                 records=rewritten.records, release=release)  # fmt: skip
+        except BaseException:
+            release()
+            raise
 
     @app.post("/v1/completions", tags=["openai"])
     async def completions(request: Request, _: Key) -> Response:
@@ -298,7 +315,12 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         request.state.model = req.model
         cap_tokens(body)
         engine = engine_for(req.model)
-        return await forward(request, engine, "/v1/completions", body, stream=bool(req.stream), records=[])
+        release = await acquire_slot()
+        try:
+            return await forward(request, engine, "/v1/completions", body, stream=bool(req.stream), records=[], release=release)
+        except BaseException:
+            release()
+            raise
 
     @app.post("/v1/infimed/render", tags=["infimed"])
     async def render_preview(request: Request, _: Key) -> dict[str, Any]:
@@ -315,7 +337,10 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         return {"object": "infimed.render", "images": images, "records": res.records}
 
     # ------------------------------------------------------------------ forwarding
-    async def forward(request: Request, engine, path: str, body: dict[str, Any], *, stream: bool, records: list[dict[str, Any]]) -> Response:
+    async def forward(request: Request, engine, path: str, body: dict[str, Any], *, stream: bool, records: list[dict[str, Any]],
+                      release) -> Response:  # fmt: skip
+        """Send to the engine. ``release`` frees the concurrency slot: at once for a JSON answer, at the
+        end of the stream for SSE (the caller releases it if this raises)."""
         rid = request.state.request_id
         headers = {"Content-Type": "application/json", "X-Request-Id": rid}
         upstream = gw.http.build_request("POST", f"{engine.url}{path}", content=json.dumps(body).encode(), headers=headers)
@@ -333,6 +358,7 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
             finally:
                 await resp.aclose()
                 engine.in_flight -= 1
+                release()
             return _relay_json(request, resp.status_code, content, records)
 
         async def relay():
@@ -359,6 +385,7 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
                     gw.metrics.cancellations.inc()
                 await resp.aclose()
                 engine.in_flight -= 1
+                release()
                 gw.metrics.latency.labels(route=_route_label(path)).observe(time.perf_counter() - t0)
 
         return StreamingResponse(relay(), status_code=200, media_type="text/event-stream",

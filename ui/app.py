@@ -266,7 +266,8 @@ def build_ui(config: UIConfig) -> Any:
         code = {"helpful": "up", "not helpful": "down", "flag": "flag"}.get(rating)
         if code is None:
             raise gr.Error("choose helpful, not helpful or flag first")
-        rec = feedback.add(s.turns[idx], rating=code, comment=comment or "", link=bool(link))
+        seen = next((t for t in reversed(s.turns[: idx + 1]) if t.attachments), None)  # the images in context
+        rec = feedback.add(s.turns[idx], rating=code, comment=comment or "", link=bool(link), seen=seen)
         s.turns[idx].feedback.append(code)
         note = " (question and answer linked, de-identified)" if link else ""
         return (

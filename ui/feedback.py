@@ -28,8 +28,14 @@ RATINGS = ("up", "down", "flag")
 _lock = threading.Lock()
 
 
-def feedback_record(turn: Turn, *, rating: str, comment: str = "", link: bool = False) -> dict[str, Any]:
-    """The JSON record for feedback on ``turn`` (pure: no I/O). Raises ValueError for an unknown rating."""
+def feedback_record(
+    turn: Turn, *, rating: str, comment: str = "", link: bool = False, seen: Turn | None = None
+) -> dict[str, Any]:
+    """The JSON record for feedback on ``turn`` (pure: no I/O). Raises ValueError for an unknown rating.
+
+    ``seen`` is the turn whose images the model had in context (a follow-up question carries none of its
+    own); it defaults to ``turn``.
+    """
     if rating not in RATINGS:
         raise ValueError(f"rating must be one of {', '.join(RATINGS)}, got {rating!r}")
     rec: dict[str, Any] = {
@@ -43,7 +49,7 @@ def feedback_record(turn: Turn, *, rating: str, comment: str = "", link: bool = 
     if link:
         rec["question"] = scrub(turn.question)
         rec["answer"] = scrub(turn.answer)
-        rec["settings"] = list(turn.settings)
+        rec["settings"] = list((seen or turn).settings)
         rec["stopped"] = turn.stopped
     return rec
 
@@ -55,24 +61,26 @@ class FeedbackStore:
         self.dir = Path(directory)
         self.path = self.dir / "feedback.jsonl"
 
-    def add(self, turn: Turn, *, rating: str, comment: str = "", link: bool = False) -> dict[str, Any]:
-        """Build, store and return the record for feedback on ``turn``."""
-        rec = feedback_record(turn, rating=rating, comment=comment, link=link)
+    def add(
+        self, turn: Turn, *, rating: str, comment: str = "", link: bool = False, seen: Turn | None = None
+    ) -> dict[str, Any]:
+        """Build, store and return the record for feedback on ``turn`` (images from ``seen``, default ``turn``)."""
+        rec = feedback_record(turn, rating=rating, comment=comment, link=link, seen=seen)
         with _lock:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             if link:
-                rec["images"] = self._save_images(turn)
+                rec["images"] = self._save_images(turn.request_id, (seen or turn).preview)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
             with os.fdopen(fd, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
         log.info("feedback %s on request %s stored", rating, turn.request_id)
         return rec
 
-    def _save_images(self, turn: Turn) -> list[str]:
+    def _save_images(self, request_id: str, preview: list[str]) -> list[str]:
         out = []
         (self.dir / "images").mkdir(exist_ok=True, mode=0o700)
-        safe_id = "".join(c for c in turn.request_id if c.isalnum() or c in "-_") or "unknown"
-        for i, url in enumerate(turn.preview):
+        safe_id = "".join(c for c in request_id if c.isalnum() or c in "-_") or "unknown"
+        for i, url in enumerate(preview):
             head, _, payload = url.partition(",")
             if head != "data:image/png;base64":
                 continue

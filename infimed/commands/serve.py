@@ -203,8 +203,11 @@ def _mount_ui(app, settings) -> None:
     """
     try:
         from ui.app import mount_ui
-    except ImportError:
-        return  # the clinician UI is not part of this build
+    except ImportError as e:
+        if e.name not in ("ui", "ui.app", "gradio"):
+            raise  # a bug inside the UI, not a build without it: fail loudly
+        log.warning("the clinician UI is not part of this build (%s is missing); /ui is not mounted", e.name)
+        return
     import secrets
 
     key = app.state.gateway.keys.add_ephemeral("ui")

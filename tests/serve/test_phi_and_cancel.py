@@ -6,57 +6,20 @@ import base64
 import io
 import json
 import logging
-import threading
 import time
 
 import httpx
 import pydicom
 import pydicom.data
 import pytest
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
 
 from core.budget import PixelBudget
 from serve.app import create_app
 from serve.settings import GatewaySettings
+from tests.support.servers import ServerThread, fake_engine
 
 PHI = {"PatientName": "SMITH^JOHNATHAN", "PatientID": "MRN99887766", "PatientBirthDate": "19450317",
        "InstitutionName": "St Elsewhere Hospital", "AccessionNumber": "ACC55443322"}  # fmt: skip
-
-
-class _Server:
-    def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        self.url = f"http://127.0.0.1:{self.server.servers[0].sockets[0].getsockname()[1]}"
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
-def _capture_engine(bodies: list[bytes]) -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": "m", "object": "model"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: Request):
-        bodies.append(await request.body())
-        return JSONResponse({"id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": "m",
-                             "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
-                             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})  # fmt: skip
-
-    return app
 
 
 def _dicom_with_phi() -> bytes:
@@ -70,10 +33,10 @@ def _dicom_with_phi() -> bytes:
 
 def test_phi_never_reaches_logs_or_engine(caplog):
     bodies: list[bytes] = []
-    with _Server(_capture_engine(bodies)) as engine:
+    with ServerThread(fake_engine("m", bodies=bodies)) as engine:
         settings = GatewaySettings(engine_urls=[engine.url], api_key="k", port=0)
         app = create_app(settings, budget=PixelBudget(min_pixels=3136, max_pixels=50176))
-        with caplog.at_level(logging.DEBUG), _Server(app) as gw:
+        with caplog.at_level(logging.DEBUG), ServerThread(app) as gw:
             url = "data:application/dicom;base64," + base64.b64encode(_dicom_with_phi()).decode()
             body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": [
                 {"type": "image_url", "image_url": {"url": url, "dicom": {"window": "lung"}}},

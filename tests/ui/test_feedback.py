@@ -60,3 +60,10 @@ def test_store_appends_private_jsonl_and_builds_a_manifest(tmp_path):
     s = samples[0]
     assert s.task == "vqa" and s.meta.source == "ui-feedback" and len(s.images) == 1
     assert s.messages[1].text() == lines[1]["answer"]
+
+
+def test_a_follow_up_links_the_images_in_context(tmp_path):
+    follow_up = Turn(question="And the size?", answer="5 mm", model="tiny", request_id="ui-def")
+    rec = FeedbackStore(tmp_path).add(follow_up, rating="flag", link=True, seen=TURN)
+    assert rec["settings"] == ["CT: window lung"] and rec["images"] == ["images/ui-def-0.png"]
+    assert (tmp_path / "images/ui-def-0.png").exists()

@@ -1,0 +1,150 @@
+"""Gateway behaviour that needs no real engine: fake OpenAI-compatible engines in-process."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import json
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from core.budget import PixelBudget
+from serve.app import create_app
+from serve.auth import KeyStore
+from serve.settings import GatewaySettings
+from tests.support.servers import ServerThread, fake_engine
+
+BUDGET = PixelBudget(min_pixels=3136, max_pixels=50176)
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+
+
+def _gateway(engine_urls: list[str], **settings):
+    s = GatewaySettings(engine_urls=engine_urls, api_key="k", port=0, **settings)
+    return ServerThread(create_app(s, budget=BUDGET))
+
+
+def _auth(key: str = "k") -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_unsafe_settings_are_refused():
+    with pytest.raises(ValidationError, match="no API key"):
+        GatewaySettings(engine_urls=["http://127.0.0.1:1"])
+    with pytest.raises(ValidationError, match="plain HTTP"):
+        GatewaySettings(engine_urls=["http://127.0.0.1:1"], api_key="k", host="0.0.0.0")
+    with pytest.raises(ValidationError, match="loopback"):
+        GatewaySettings(engine_urls=["http://127.0.0.1:1"], auth_disabled=True, host="0.0.0.0", allow_insecure_public=True)
+    with pytest.raises(ValidationError, match="--model"):
+        GatewaySettings(api_key="k")
+    with pytest.raises(ValidationError, match="NAME=PATH"):
+        GatewaySettings(model="m", api_key="k", lora=["nope"])
+
+
+def test_replicas_are_balanced_and_routed_by_name():
+    hits: list[str] = []
+    with ServerThread(fake_engine("m", hits=hits)) as a, ServerThread(fake_engine("m", hits=hits)) as b, \
+            ServerThread(fake_engine("other", hits=hits)) as c, _gateway([a.url, b.url, c.url]) as gw:  # fmt: skip
+        models = httpx.get(gw.url + "/v1/models", headers=_auth()).json()["data"]
+        assert sorted(m["id"] for m in models) == ["m", "other"]
+        for _ in range(6):
+            assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth()).status_code == 200
+        assert httpx.post(gw.url + "/v1/chat/completions", json=dict(CHAT, model="other"), headers=_auth()).status_code == 200
+    assert hits.count("m") == 6 and hits.count("other") == 1  # each request reached an engine serving its model
+
+
+def test_round_robin_splits_between_replicas():
+    a_hits: list[str] = []
+    b_hits: list[str] = []
+    with ServerThread(fake_engine("m", hits=a_hits)) as a, ServerThread(fake_engine("m", hits=b_hits)) as b, _gateway([a.url, b.url]) as gw:
+        for _ in range(8):
+            assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth()).status_code == 200
+    assert len(a_hits) == 4 and len(b_hits) == 4
+
+
+def test_engine_down_gives_503_and_not_ready():
+    with _gateway(["http://127.0.0.1:9"]) as gw:
+        r = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth())
+        assert r.status_code == 503 and r.json()["error"]["type"] == "service_unavailable"
+        assert httpx.get(gw.url + "/ready").status_code == 503
+        assert httpx.get(gw.url + "/health").status_code == 200
+
+
+def test_rate_limit_per_key():
+    with ServerThread(fake_engine("m")) as e, _gateway([e.url], rate_limit_per_minute=3) as gw:
+        codes = [httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth()).status_code for _ in range(5)]
+        assert codes == [200, 200, 200, 429, 429]
+        r = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth())
+        assert r.json()["error"]["code"] == "rate_limit_exceeded" and int(r.headers["retry-after"]) >= 1
+
+
+def test_concurrency_cap_and_queue_give_429_past_capacity():
+    with ServerThread(fake_engine("m", delay=1.0)) as e, _gateway([e.url], max_concurrency=2, queue_size=1, queue_timeout=5) as gw:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth(), timeout=30).status_code, range(6)))
+        assert codes.count(200) >= 3 and codes.count(429) >= 1
+        assert set(codes) <= {200, 429}
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth(), timeout=30).status_code == 200
+
+
+def test_keys_file_create_list_revoke(tmp_path, capsys):
+    from infimed.cli import main
+
+    keys = tmp_path / "keys.jsonl"
+    assert main(["serve", "keys", "create", "--file", str(keys), "--name", "ris"]) == 0
+    token = capsys.readouterr().out.strip().splitlines()[-1]
+    assert token.startswith("imk_")
+    assert token not in keys.read_text()  # stored hashed
+    assert oct(keys.stat().st_mode & 0o777) == "0o600"
+    key_id = json.loads(keys.read_text())["id"]
+    with ServerThread(fake_engine("m")) as e:
+        s = GatewaySettings(engine_urls=[e.url], api_keys_file=keys, port=0)
+        with ServerThread(create_app(s, budget=BUDGET)) as gw:
+            assert httpx.get(gw.url + "/v1/models", headers=_auth(token)).status_code == 200
+            assert main(["serve", "keys", "list", "--file", str(keys)]) == 0
+            assert key_id in capsys.readouterr().out
+            assert main(["serve", "keys", "revoke", key_id, "--file", str(keys)]) == 0
+            r = httpx.get(gw.url + "/v1/models", headers=_auth(token))
+            assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    assert main(["serve", "keys", "revoke", "k_nope", "--file", str(keys)]) == 1
+
+
+def test_key_store_compares_every_record():
+    store = KeyStore(None, "secret")
+    assert store.verify("secret") == "k_env"
+    assert store.verify("secreT") is None and store.verify("") is None
+
+
+def test_tls(tmp_path):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))  # fmt: skip
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with ServerThread(fake_engine("m")) as e:
+        s = GatewaySettings(engine_urls=[e.url], api_key="k", port=0, tls_certfile=tmp_path / "cert.pem", tls_keyfile=tmp_path / "key.pem")
+        app = create_app(s, budget=BUDGET)
+        with ServerThread(app, ssl_certfile=str(tmp_path / "cert.pem"), ssl_keyfile=str(tmp_path / "key.pem")) as gw:
+            assert gw.url.startswith("https://")
+            r = httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth(), verify=str(tmp_path / "cert.pem"))
+            assert r.status_code == 200
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(gw.url.replace("https", "http") + "/health", timeout=5)
+
+
+def test_openapi_describes_dicom_extension():
+    s = GatewaySettings(engine_urls=["http://127.0.0.1:9"], api_key="k")
+    schema = create_app(s, budget=BUDGET).openapi()
+    text = json.dumps(schema)
+    assert "data:application/dicom;base64" in text and "ct3" in text and "uniform:N" in text
+    assert "/v1/chat/completions" in schema["paths"] and "/v1/infimed/render" in schema["paths"]
