@@ -23,6 +23,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import generate_latest
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.budget import PixelBudget
@@ -361,9 +362,27 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
                 release()
             return _relay_json(request, resp.status_code, content, records)
 
+        done = False
+        completed = False
+
+        async def cleanup() -> None:
+            """Idempotent: runs from the stream's end, or as the response's background task when the
+            client left before the stream started (the generator then never runs its own finally)."""
+            nonlocal done
+            if done:
+                return
+            done = True
+            if not completed:
+                # Client went away (or upstream failed): closing the upstream stream makes vLLM abort the request.
+                gw.metrics.cancellations.inc()
+            await resp.aclose()
+            engine.in_flight -= 1
+            release()
+            gw.metrics.latency.labels(route=_route_label(path)).observe(time.perf_counter() - t0)
+
         async def relay():
+            nonlocal completed
             first = True
-            completed = False
             try:
                 async for chunk in resp.aiter_raw():
                     if first:
@@ -380,15 +399,9 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
             except httpx.HTTPError:
                 log.warning(json.dumps({"request_id": rid, "event": "upstream_stream_error"}))
             finally:
-                if not completed:
-                    # Client went away (or upstream failed): closing the upstream stream makes vLLM abort the request.
-                    gw.metrics.cancellations.inc()
-                await resp.aclose()
-                engine.in_flight -= 1
-                release()
-                gw.metrics.latency.labels(route=_route_label(path)).observe(time.perf_counter() - t0)
+                await cleanup()
 
-        return StreamingResponse(relay(), status_code=200, media_type="text/event-stream",
+        return StreamingResponse(relay(), status_code=200, media_type="text/event-stream", background=BackgroundTask(cleanup),
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
     def _relay_json(request: Request, status: int, content: bytes, records: list[dict[str, Any]]) -> Response:

@@ -142,3 +142,27 @@ def test_unreachable_judge_marks_invalid_and_run_completes(tmp_path: Path, recip
     r = read_jsonl(tmp_path / "out" / "scores.jsonl")[0]
     assert result.judge_invalid == 1 and r["judge"]["error"].startswith("request failed")
     assert result.kept == 1
+
+
+@pytest.mark.engine
+@pytest.mark.slow
+def test_judge_against_the_live_tiny_model_server(tmp_path: Path, gateway, recipe_factory) -> None:
+    """Through the product's own gateway: the tiny model's answers are noise, so the run must complete
+    and every unparseable answer must be recorded as invalid (never crash, never count as a score)."""
+    for i in range(3):
+        make_image(tmp_path / f"{i}.png", seed=i)
+    recs = [vqa(f"s{i}", f"{i}.png", "Is there a nodule in the lung on this CT?", "Yes, in the left lung.") for i in range(3)]
+    write_jsonl(tmp_path / "m.jsonl", recs)
+    client = OpenAIClient(gateway.base_url, gateway.api_key, concurrency=2, max_retries=0, cache_dir=tmp_path / "cache")
+    out = tmp_path / "out"
+    result = curate(recipe_factory(), [InputSpec(tmp_path / "m.jsonl")], out, judge_client=client, judge_model=gateway.model, progress=False)
+    scores = {r["id"]: r for r in read_jsonl(out / "scores.jsonl")}
+    assert result.judged == 3
+    judged = [scores[f"s{i}"]["judge"] for i in range(3)]
+    assert all(j is not None for j in judged)
+    invalid = [j for j in judged if not j["valid"]]
+    assert result.judge_invalid == len(invalid)
+    for i, j in enumerate(judged):
+        if not j["valid"]:
+            assert j["error"] and scores[f"s{i}"]["dimensions"] == scores[f"s{i}"]["deterministic_dimensions"]
+    assert (out / "report.html").exists()

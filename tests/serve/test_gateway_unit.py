@@ -148,3 +148,23 @@ def test_openapi_describes_dicom_extension():
     text = json.dumps(schema)
     assert "data:application/dicom;base64" in text and "ct3" in text and "uniform:N" in text
     assert "/v1/chat/completions" in schema["paths"] and "/v1/infimed/render" in schema["paths"]
+
+
+def test_disconnected_streams_release_their_slots():
+    with ServerThread(fake_engine("m")) as e, _gateway([e.url], max_concurrency=2, queue_size=0) as gw:
+        body = dict(CHAT, stream=True)
+        for _ in range(5):  # more than the cap: a leaked slot would turn the later ones into 429s
+            with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=_auth(), timeout=30) as r:
+                assert r.status_code == 200
+                for i, _line in enumerate(r.iter_lines()):
+                    if i >= 3:
+                        break
+        metrics = ""
+        for _ in range(100):
+            metrics = httpx.get(gw.url + "/metrics", headers=_auth()).text
+            if "infimed_in_flight 0.0" in metrics:
+                break
+            __import__("time").sleep(0.05)
+        assert "infimed_in_flight 0.0" in metrics
+        assert "infimed_cancellations_total 5.0" in metrics
+        assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth()).status_code == 200

@@ -4,12 +4,13 @@ OpenAI-compatible engine that records what the gateway forwards (for tests that 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 
 
 class ServerThread:
@@ -49,6 +50,15 @@ def fake_engine(name: str = "m", *, bodies: list | None = None, delay: float = 0
             bodies.append(body)
         if hits is not None:
             hits.append(name)
+        if json.loads(body or b"{}").get("stream"):
+
+            async def sse():
+                for i in range(1000):
+                    yield f'data: {{"id": "c", "object": "chat.completion.chunk", "choices": [{{"index": 0, "delta": {{"content": "t{i} "}}}}]}}\n\n'
+                    await asyncio.sleep(0.01)
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(sse(), media_type="text/event-stream")
         if delay:
             await asyncio.sleep(delay)
         return JSONResponse({"id": "chatcmpl-" + request.headers.get("x-request-id", "x"), "object": "chat.completion", "created": 0,

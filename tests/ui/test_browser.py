@@ -23,7 +23,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.browser, pytest.mark.engine, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _cancellations(root: str, key: str) -> float:
@@ -109,6 +109,10 @@ def test_clinician_flow(gateway, browser):
     final = page.evaluate(last_bot)
     assert final and len(final) >= len(streamed)
     shot("3-answer")
+    page.locator("#chat").get_by_role("button", name="Like", exact=True).first.click()  # the quick thumbs-up
+    page.wait_for_function(
+        "document.querySelector('#fb-status').innerText.includes('helpful on answer 1')", timeout=30_000
+    )
 
     # --- a long generation (ignore_eos, many tokens), stopped mid-stream
     page.locator("#sampling").get_by_text("Sampling settings").click()
@@ -146,7 +150,7 @@ def test_clinician_flow(gateway, browser):
     page.locator("#fb-comment textarea").fill("Wrong modality. Patient MRN: 12345678, phone 555-123-4567.")
     page.locator("#fb-link input").check()
     page.locator("#fb-send").click()
-    page.wait_for_function("document.querySelector('#fb-status').innerText.includes('recorded')", timeout=30_000)
+    page.wait_for_function("document.querySelector('#fb-status').innerText.includes('feedback flag on answer 2 recorded')", timeout=30_000)
     status = page.locator("#fb-status").inner_text()
     assert "12345678" not in status and "555-123-4567" not in status and "[MRN]" in status
     shot("5-feedback")
