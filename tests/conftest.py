@@ -131,6 +131,7 @@ def gateway(tiny_model_dir: Path, taught_adapter: Path, tmp_path_factory) -> Gat
     key = "imk_test_" + secrets.token_urlsafe(16)
     ui_password = secrets.token_urlsafe(12)
     env = dict(os.environ, INFIMED_API_KEY=key, INFIMED_UI_PASSWORD=ui_password, INFIMED_LOG_LEVEL="INFO",
+               INFIMED_UI_DATA_DIR=str(d / "ui-data"),
                OMP_NUM_THREADS=os.environ.get("INFIMED_ENGINE_THREADS", "2"))  # fmt: skip
     cmd = [
         sys.executable, "-m", "infimed", "serve",

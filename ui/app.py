@@ -216,27 +216,35 @@ def build_ui(config: UIConfig) -> Any:
         }
         acc = StreamText()
         last = 0.0
+        messages = build_messages(s.turns, system=system)
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        # The stream is read by its own task, so that Stop (a flag on the turn) is noticed within a quarter
+        # second even when no token arrives, and this generator itself shows the final state: no race with
+        # Gradio delivering a stale update after the Stop handler's.
+        pump = asyncio.create_task(
+            _pump(api.stream_chat(messages, model=model, request_id=turn.request_id, params=params), queue)
+        )
         try:
-            stream = api.stream_chat(
-                build_messages(s.turns, system=system), model=model, request_id=turn.request_id, params=params
-            )
-            async for chunk in stream:
-                if turn.stopped:  # Stop pressed: Gradio cancels this task too, but do not wait for it
-                    await stream.aclose()
+            while not turn.stopped:
+                try:
+                    kind, item = await asyncio.wait_for(queue.get(), timeout=0.25)
+                except TimeoutError:
+                    continue
+                if kind == "end":
+                    turn.finish_reason, turn.records = acc.finish_reason or "ended", acc.records
                     break
-                if acc.feed(chunk) and not turn.stopped:
+                if kind == "error":
+                    turn.error = str(item)
+                    if turn.attachments:
+                        s.attached_key = ""  # the images did not get through: send them again next time
+                    break
+                if acc.feed(item):
                     turn.answer = acc.text
                     if time.monotonic() - last > 0.2:  # 5 updates a second: readable, and light on a busy browser
                         last = time.monotonic()
                         yield chat_display(s.turns), gr.update(), gr.update(), gr.update(), gr.update()
-            turn.finish_reason, turn.records = acc.finish_reason, acc.records
-        except APIFailure as e:
-            turn.error = str(e)
-            if turn.attachments:
-                s.attached_key = ""  # the images did not get through: send them again next time
-        if turn.stopped:
-            return  # the Stop handler has shown the partial answer; nothing more arrives after it
-        turn.answer = acc.text
+        finally:
+            pump.cancel()  # closes the HTTP stream: the gateway aborts the generation in the engine
         yield (
             chat_display(s.turns),
             gr.update(),
@@ -256,6 +264,8 @@ def build_ui(config: UIConfig) -> Any:
 
     def on_clear(request: gr.Request):
         s = sessions.get(request.session_hash)
+        for t in s.turns:
+            t.stopped = t.stopped or t.finish_reason is None  # a running answer ends
         s.turns.clear()
         s.attached_key = ""
         return [], _answer_choices(s), gr.update(interactive=True, value="Ask")
@@ -299,6 +309,8 @@ def build_ui(config: UIConfig) -> Any:
         return [str(p) for p in paths]
 
     def on_unload(request: gr.Request):
+        for t in sessions.get(request.session_hash).turns:
+            t.stopped = t.stopped or t.finish_reason is None  # the tab is gone: end a running answer
         sessions.end(request.session_hash)
         shutil.rmtree(exports_root / safe_key(request.session_hash), ignore_errors=True)
 
@@ -411,10 +423,12 @@ def build_ui(config: UIConfig) -> Any:
         for c in (center, width):
             c.release(on_slider, controls, [window, preview])
         ask_outputs = [chatbot, question, preview, answer_pick, send]
-        ev_send = send.click(ask, [question, model, *controls, *sampling], ask_outputs)
-        ev_submit = question.submit(ask, [question, model, *controls, *sampling], ask_outputs)
-        stop.click(on_stop, None, [chatbot, answer_pick, send], cancels=[ev_send, ev_submit])
-        clear.click(on_clear, None, [chatbot, answer_pick, send], cancels=[ev_send, ev_submit])
+        send.click(ask, [question, model, *controls, *sampling], ask_outputs)
+        question.submit(ask, [question, model, *controls, *sampling], ask_outputs)
+        # Stop sets a flag the running answer checks (see ask); Gradio's own cancel would kill the generator
+        # before it can show the final state.
+        stop.click(on_stop, None, [chatbot, answer_pick, send])
+        clear.click(on_clear, None, [chatbot, answer_pick, send])
         fb_send.click(on_feedback, [answer_pick, rating, comment, link], [comment, fb_status])
         chatbot.like(on_like, None, fb_status)
         export.click(on_export, None, report)
@@ -422,6 +436,18 @@ def build_ui(config: UIConfig) -> Any:
     demo.queue(default_concurrency_limit=config.concurrency, max_size=None)
     demo.infimed_api = api  # type: ignore[attr-defined]  # for tests and clean shutdown
     return demo
+
+
+async def _pump(chunks: Any, queue: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Move streamed chunks into ``queue``, then ``("end", None)`` or ``("error", APIFailure)``."""
+    try:
+        async for chunk in chunks:
+            await queue.put(("chunk", chunk))
+        await queue.put(("end", None))
+    except APIFailure as e:
+        await queue.put(("error", e))
+    finally:
+        await chunks.aclose()
 
 
 def _answer_choices(s: Session) -> Any:
