@@ -51,6 +51,7 @@ class KeyStore:
         self.path = path
         self._env = KeyRecord(id="k_env", name="INFIMED_API_KEY", sha256=_hash(env_key), created="") if env_key else None
         self._records: list[KeyRecord] = []
+        self._ephemeral: list[KeyRecord] = []  # in-memory keys (e.g. the mounted UI's), never written
         self._mtime: float | None = None
         self._lock = threading.Lock()
         self._reload()
@@ -121,7 +122,7 @@ class KeyStore:
         key_id, token = new_token()
         rec = KeyRecord(id=key_id, name=name, sha256=_hash(token), created=datetime.now(UTC).isoformat(timespec="seconds"))
         with self._lock:
-            self.__dict__.setdefault("_ephemeral", []).append(rec)
+            self._ephemeral.append(rec)
         return token
 
     # --- verification
@@ -130,7 +131,7 @@ class KeyStore:
         digest = _hash(token)
         with self._lock:
             self._reload()
-            candidates = list(self._records) + ([self._env] if self._env else []) + list(getattr(self, "_ephemeral", []))
+            candidates = list(self._records) + ([self._env] if self._env else []) + list(self._ephemeral)
         found = None
         for r in candidates:
             if hmac.compare_digest(r.sha256, digest) and not r.revoked:
