@@ -166,10 +166,11 @@ class ImageRewriter:
         records = []
         n_images = 0
         for g, (urls, record) in zip(groups, rendered, strict=True):
-            replace[(g[0].msg, g[0].idx)] = [{"type": "image_url", "image_url": {"url": u}} for u in urls]
+            replace.setdefault((g[0].msg, g[0].idx), []).extend({"type": "image_url", "image_url": {"url": u}} for u in urls)
             drop.update((p.msg, p.idx) for p in g[1:])
             records.append(record)
             n_images += len(urls)
+        drop -= set(replace)  # a part that also starts a group (one WADO-RS answer, several series) stays
         new_messages = []
         for mi, m in enumerate(messages):
             if not isinstance(m, dict) or not isinstance(m.get("content"), list):
@@ -211,21 +212,22 @@ class ImageRewriter:
                         msg = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'dicom'}: {x['msg']}" for x in e.errors()[:3])
                         raise APIError(400, f"invalid 'dicom' options: {msg}", param=f"{param}.dicom", code="invalid_dicom_options") from None
                 if url.startswith("data:"):
-                    mime, data = self._decode_data_url(url, param)
+                    payloads = [self._decode_data_url(url, param)]
                 elif url.startswith(("http://", "https://")):
-                    mime, data = await self._fetch(url, param)
+                    payloads = await self._fetch(url, param)
                 else:
                     raise APIError(400, "image_url must be a data: URL (base64) or an allowed http(s) URL", param=f"{param}.url", code="invalid_image_url")
-                if len(data) > self.max_image_bytes:
-                    raise APIError(413, f"image is {len(data)} bytes, over the limit of {self.max_image_bytes}", param=param, code="image_too_large")
-                kind = "dicom" if (mime in _DICOM_MIMES or spec is not None) else "image"
-                if kind == "image" and mime not in _IMAGE_MIMES and mime is not None:
-                    raise APIError(400, f"unsupported image type {mime!r}: use image/png, image/jpeg, image/webp or application/dicom",
-                                   param=f"{param}.url", code="unsupported_image_type")  # fmt: skip
-                p = _Part(mi, pi, kind, data, spec, param, original_url=url if kind == "image" else None)
-                if kind == "dicom":
-                    p.series = self._series_uid(p)
-                parts.append(p)
+                for mime, data in payloads:
+                    if len(data) > self.max_image_bytes:
+                        raise APIError(413, f"image is {len(data)} bytes, over the limit of {self.max_image_bytes}", param=param, code="image_too_large")
+                    kind = "dicom" if (mime in _DICOM_MIMES or spec is not None) else "image"
+                    if kind == "image" and mime not in _IMAGE_MIMES and mime is not None:
+                        raise APIError(400, f"unsupported image type {mime!r}: use image/png, image/jpeg, image/webp or application/dicom",
+                                       param=f"{param}.url", code="unsupported_image_type")  # fmt: skip
+                    p = _Part(mi, pi, kind, data, spec, param, original_url=url if kind == "image" and url.startswith("data:") else None)
+                    if kind == "dicom":
+                        p.series = self._series_uid(p)
+                    parts.append(p)
         return parts
 
     def _decode_data_url(self, url: str, param: str) -> tuple[str | None, bytes]:
@@ -241,12 +243,15 @@ class ImageRewriter:
             raise APIError(400, "image data URL is empty", param=f"{param}.url", code="invalid_data_url")
         return (fields[0].strip().lower() or None), data
 
-    async def _fetch(self, url: str, param: str) -> tuple[str | None, bytes]:
+    async def _fetch(self, url: str, param: str) -> list[tuple[str | None, bytes]]:
+        """GET an allowlisted URL with size and time limits. A ``multipart/related`` answer (DICOMweb
+        WADO-RS: a study or series as several DICOM instances) is split into its parts."""
         host = (urlparse(url).hostname or "").lower()
         if not self.allowed_domains or not any(host == d or host.endswith("." + d) for d in self.allowed_domains):
             raise APIError(400, f"remote image URLs are not allowed for host {host!r}; send the image as a data: URL "
                            "(or ask the operator to add the domain to INFIMED_ALLOWED_IMAGE_DOMAINS)",
                            param=f"{param}.url", code="remote_url_not_allowed")  # fmt: skip
+        own = self.http is None
         client = self.http or httpx.AsyncClient()
         try:
             async with client.stream("GET", url, timeout=self.fetch_timeout, follow_redirects=False) as r:
@@ -257,10 +262,16 @@ class ImageRewriter:
                     buf += chunk
                     if len(buf) > self.max_image_bytes:
                         raise APIError(413, "remote image is over the size limit", param=f"{param}.url", code="image_too_large")
-                mime = r.headers.get("content-type", "").split(";")[0].strip().lower() or None
-                return mime, bytes(buf)
+                ctype = r.headers.get("content-type", "")
+                mime = ctype.split(";")[0].strip().lower() or None
+                if mime == "multipart/related":
+                    return _split_multipart(ctype, bytes(buf), param)
+                return [(mime, bytes(buf))]
         except httpx.HTTPError as e:
             raise APIError(400, f"fetching the image failed: {type(e).__name__}", param=f"{param}.url", code="remote_fetch_failed") from None
+        finally:
+            if own:
+                await client.aclose()
 
     def _series_uid(self, p: _Part) -> str | None:
         from core.dicom import read_dicom
@@ -307,6 +318,21 @@ class ImageRewriter:
         value = (urls, record.model_dump(mode="json"))
         self.cache.put(key, value)
         return value
+
+
+def _split_multipart(content_type: str, body: bytes, param: str) -> list[tuple[str | None, bytes]]:
+    """Split a ``multipart/related`` body (DICOMweb WADO-RS, PS3.18 §8.6) into (mime, bytes) parts."""
+    import email.parser
+    import email.policy
+
+    if "boundary=" not in content_type:
+        raise APIError(400, "the remote multipart answer has no boundary", param=f"{param}.url", code="remote_fetch_failed")
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    parts = [(p.get_content_type().lower(), p.get_payload(decode=True) or b"") for p in msg.iter_parts()]
+    parts = [(m, d) for m, d in parts if d]
+    if not parts:
+        raise APIError(400, "the remote multipart answer holds no instances", param=f"{param}.url", code="remote_fetch_failed")
+    return parts
 
 
 def _safe(e: Exception) -> str:

@@ -168,3 +168,46 @@ def test_disconnected_streams_release_their_slots():
         assert "infimed_in_flight 0.0" in metrics
         assert "infimed_cancellations_total 5.0" in metrics
         assert httpx.post(gw.url + "/v1/chat/completions", json=CHAT, headers=_auth()).status_code == 200
+
+
+def test_dicomweb_wado_rs_series_from_an_allowlisted_host():
+    """A WADO-RS answer (multipart/related, one DICOM instance per part) is fetched, split and rendered
+    as one series; hosts outside the allowlist are refused without any request."""
+    from pathlib import Path
+
+    import pydicom.data
+    from fastapi import FastAPI
+    from fastapi.responses import Response
+
+    folder = Path(pydicom.data.get_testdata_file("CT_small.dcm", read=False)).parent / "dicomdirtests" / "98892001" / "CT5N"
+    files = sorted(folder.iterdir())[:3]
+    boundary = "infimed-test-boundary"
+    body = b"".join(b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + f.read_bytes() + b"\r\n" for f in files)
+    body += b"--" + boundary.encode() + b"--\r\n"
+    pacs = FastAPI()
+    fetched: list[str] = []
+
+    @pacs.get("/dicomweb/studies/1/series/2")
+    async def series():
+        fetched.append("series")
+        return Response(body, media_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+
+    bodies: list[bytes] = []
+    with ServerThread(pacs) as p, ServerThread(fake_engine("m", bodies=bodies)) as e, \
+            _gateway([e.url], allowed_image_domains=["127.0.0.1"]) as gw:  # fmt: skip
+        url = p.url + "/dicomweb/studies/1/series/2"
+        part = {"type": "image_url", "image_url": {"url": url, "dicom": {"window": "soft_tissue"}}}
+        req = {"model": "m", "max_tokens": 2, "messages": [{"role": "user", "content": [part, {"type": "text", "text": "Describe."}]}]}
+        r = httpx.post(gw.url + "/v1/chat/completions", json=req, headers=_auth(), timeout=60)
+        assert r.status_code == 200, r.text
+        recs = r.json()["infimed"]["render_records"]
+        assert len(recs) == 1 and recs[0]["source_kind"] == "series" and len(recs[0]["output_sizes"]) == 3
+        sent = json.loads(bodies[0])["messages"][0]["content"]
+        assert [c["type"] for c in sent] == ["image_url"] * 3 + ["text"]
+        assert all(c["image_url"]["url"].startswith("data:image/png;base64,") for c in sent[:3])
+    with ServerThread(pacs) as p, ServerThread(fake_engine("m")) as e, _gateway([e.url]) as gw:
+        part = {"type": "image_url", "image_url": {"url": p.url + "/dicomweb/studies/1/series/2"}}
+        req = {"model": "m", "messages": [{"role": "user", "content": [part]}]}
+        r = httpx.post(gw.url + "/v1/chat/completions", json=req, headers=_auth(), timeout=60)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "remote_url_not_allowed"
+    assert fetched == ["series"]  # the refused request never reached the server
