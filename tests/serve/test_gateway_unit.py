@@ -211,3 +211,14 @@ def test_dicomweb_wado_rs_series_from_an_allowlisted_host():
         r = httpx.post(gw.url + "/v1/chat/completions", json=req, headers=_auth(), timeout=60)
         assert r.status_code == 400 and r.json()["error"]["code"] == "remote_url_not_allowed"
     assert fetched == ["series"]  # the refused request never reached the server
+
+
+def test_body_limits_per_route():
+    with ServerThread(fake_engine("m")) as e, _gateway([e.url], max_body_bytes=8 * 1024 * 1024, max_text_body_bytes=1024 * 1024) as gw:
+        text = "x" * (2 * 1024 * 1024)
+        chat = {"model": "m", "messages": [{"role": "user", "content": text}], "max_tokens": 2}
+        assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=_auth(), timeout=30).status_code == 200
+        r = httpx.post(gw.url + "/v1/completions", json={"model": "m", "prompt": text}, headers=_auth(), timeout=30)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+        big = {"model": "m", "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]}
+        assert httpx.post(gw.url + "/v1/chat/completions", json=big, headers=_auth(), timeout=30).status_code == 413
