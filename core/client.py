@@ -10,7 +10,7 @@ Example::
 
     client = OpenAIClient("http://localhost:8000/v1", "sk-…", concurrency=4, cache_dir="runs/cache")
     msg = [{"role": "user", "content": [image_part("xray.png"), {"type": "text", "text": "Normal?"}]}]
-    print(client.chat(msg, model="infimed-4b", temperature=0).text)
+    answer = client.chat(msg, model="infimed-4b", temperature=0).text
     for i, result in client.map_chat([ChatRequest(msg, "infimed-4b")] * 3, progress="eval"):
         ...  # result is a ChatResult or the Exception that ended its retries
 
