@@ -58,30 +58,16 @@ def test_killed_process_resumes_with_the_same_result(tmp_path, infimed_cache):
     """A real SIGKILL mid-stage (subprocess), then ``--resume``: same final loss as an uninterrupted run."""
     env = os.environ | {"INFIMED_CACHE": infimed_cache, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "pretrain", str(SMOKE), "--resume"]
-    straight = subprocess.run(
-        [*cmd, "--output-dir", str(tmp_path / "a")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+
+    def run(out: str, **extra_env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*cmd, "--output-dir", str(tmp_path / out)], env=env | extra_env, cwd=REPO,
+                              capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
+
+    straight = run("a")
     assert straight.returncode == 0, straight.stderr[-2000:]
-    killed = subprocess.run(
-        [*cmd, "--output-dir", str(tmp_path / "b")], env=env | {"INFIMED_FAULT_AT": "low-res:6", "INFIMED_FAULT_MODE": "kill"},
-        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
-    )  # fmt: skip
+    killed = run("b", INFIMED_FAULT_AT="low-res:6", INFIMED_FAULT_MODE="kill")
     assert killed.returncode == -9
-    resumed = subprocess.run(
-        [*cmd, "--output-dir", str(tmp_path / "b")],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    resumed = run("b")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = json.loads((tmp_path / "a" / "run_summary.json").read_text())
     b = json.loads((tmp_path / "b" / "run_summary.json").read_text())
