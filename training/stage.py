@@ -142,6 +142,7 @@ class RunConfig(_Strict):
     dataloader_workers: int = Field(default=0, ge=0)
     save_total_limit: int | None = Field(default=2, ge=1)
     dry_run_gpus: int = Field(default=1, ge=1)  # world size the --dry-run memory estimate assumes
+    gpu_memory_gib: float | None = Field(default=None, gt=0)  # the GPU this recipe targets: --dry-run checks the fit
     stages: list[Stage] = Field(min_length=1)
 
     @field_validator("schema_version")

@@ -32,9 +32,11 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from training.attention import static_pad_length
 from training.collator import PackCollator, real_tokens
 from training.data import StageDataset, budget_from_processor
 from training.packing import PackBatchSampler
+from training.provenance import run_provenance
 from training.stage import RunConfig, Stage
 from training.trainability import apply_trainability, param_groups, trainable_summary
 
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 COMPLETE = "COMPLETE"
 SAMPLER_STATE = "packed_sampler.json"
 STAGE_DONE = "stage_done.json"
+PROVENANCE = "provenance.json"
 # The trainable parameters under their in-memory names: the Trainer's own weight reload goes through
 # ``load_state_dict`` on files that ``save_pretrained`` wrote with checkpoint-format key names (which
 # do not match for Qwen2.5-VL in transformers 5), and PEFT checkpoints omit fully trained modules.
@@ -236,11 +239,11 @@ class PackTrainer(Trainer):
 def _load_model(path: str, cfg: RunConfig, backend: str) -> Any:
     from transformers import AutoModelForImageTextToText
 
-    if backend == "varlen_sdpa":
-        from training.attention import register_varlen_sdpa
+    from training.attention import load_implementation
 
-        register_varlen_sdpa()
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, attn_implementation=backend)
+    model = AutoModelForImageTextToText.from_pretrained(
+        path, dtype=torch.float32, attn_implementation=load_implementation(backend)
+    )
     model.config.use_cache = False
     return model
 
@@ -312,7 +315,8 @@ def run_stage(cfg: RunConfig, stage: Stage, *, init_path: str, stage_dir: Path, 
     tok = processor.tokenizer
     collator = PackCollator(
         pad_token_id=tok.pad_token_id, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
-        spatial_merge_size=dataset.budget.merge_size, pad_to_multiple_of=stage.pad_to_multiple_of,
+        spatial_merge_size=dataset.budget.merge_size,
+        pad_to_multiple_of=static_pad_length(backend, stage.max_length, stage.pad_to_multiple_of),
     )  # fmt: skip
     callbacks = []
     fault = fault_point()
@@ -389,6 +393,8 @@ def run_stages(cfg: RunConfig, *, output_dir: str | Path | None = None, resume: 
         raise FileExistsError(f"{out}: output directory is not empty (pass --resume to continue the run)")
     out.mkdir(parents=True, exist_ok=True)
     _write_json_atomic(out / "run_config.json", cfg.model_dump(mode="json"))
+    if not (out / PROVENANCE).exists():  # the data and code the run started from (kept across resumes)
+        _write_json_atomic(out / PROVENANCE, run_provenance(cfg))
     results: list[StageResult] = []
     previous = cfg.model
     for stage in cfg.stages:
