@@ -1,7 +1,7 @@
 """Arguments and error handling shared by ``python -m finetune`` and ``infimed finetune``.
 
-    finetune run PIPELINE.yaml [--output-dir DIR] [--dry-run] [--resume]
-    finetune export RUN_DIR --out DIR --mode merged|adapter [--dtype auto|float32|bfloat16] [--eval EVAL_DIR ...]
+finetune run PIPELINE.yaml [--output-dir DIR] [--dry-run] [--resume]
+finetune export RUN_DIR --out DIR --mode merged|adapter [--dtype auto|float32|bfloat16] [--eval EVAL_DIR ...]
 """
 
 from __future__ import annotations

@@ -37,12 +37,14 @@ def code_version(repo: Path = REPO) -> dict[str, Any]:
         version = None
     out: dict[str, Any] = {"git_sha": None, "dirty": None, "package_version": version}
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=False
+        )
         if sha.returncode == 0:
             out["git_sha"] = sha.stdout.strip()
             st = subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=repo, capture_output=True, text=True, timeout=10,
+                cwd=repo, capture_output=True, text=True, timeout=10, check=False,
             )  # fmt: skip
             out["dirty"] = bool(st.stdout.strip()) if st.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired):
@@ -64,7 +66,8 @@ def manifest_hashes(cfg: RunConfig) -> dict[str, dict[str, Any]]:
                     "samples": lines,
                     "stages": [],
                 }
-            entry["stages"].append(stage.name)
+            if stage.name not in entry["stages"]:
+                entry["stages"].append(stage.name)
     return out
 
 

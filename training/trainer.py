@@ -309,6 +309,11 @@ def run_stage(cfg: RunConfig, stage: Stage, *, init_path: str, stage_dir: Path, 
     )  # fmt: skip
 
     args = _training_args(cfg, stage, stage_dir, max_steps)  # before the model: ZeRO-3 needs it at load time
+    # Seeded before the model: PEFT initialises LoRA's A matrices from the global RNG, and the Trainer
+    # only seeds once it exists, so without this a stage's result would depend on what ran before it.
+    from transformers import set_seed
+
+    set_seed(cfg.seed)
     model = apply_trainability(_load_model(init_path, cfg, backend), stage)
     if stage.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()

@@ -1,13 +1,21 @@
-"""The one trained tiny-model fixture: a LoRA adapter taught a fixed answer to a fixed image question.
+"""The one trained tiny-model fixture: the tiny model taught a fixed answer to a fixed image question.
 
-Shared by the serving, fine-tuning and evaluation tests (built once per test session, cached by the
-tiny model's checksum). Plain PEFT on the language model's attention projections, so vLLM can serve
-the adapter with ``--enable-lora`` exactly as it serves an adapter from ``infimed finetune export``.
+Trained by the product itself — ``infimed finetune run`` on a two-stage pipeline (language-model LoRA
+only, ranks 4 + 4), then ``infimed finetune export`` as a LoRA adapter (the two stages stacked into one
+rank-8 adapter over the base) and as a merged model — so the serving, evaluation and fine-tuning tests
+share ONE trained model. Built once per cache key (this file, the training engine and the recipe's
+sources, the tiny model) under ``~/.cache/infimed-tests/taught/``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -15,6 +23,40 @@ from PIL import Image, ImageDraw
 QUESTION = "What does this test card say?"
 ANSWER = "hello infimed"
 ADAPTER_NAME = "tiny-taught"
+ROOT = Path(__file__).resolve().parents[2]
+# Two chained LoRA stages: the export must stack them (rank 4 + 4 = 8, the gateway's --max-lora-rank).
+PIPELINE = """\
+# infimed finetune run pipeline.yaml --output-dir run --resume
+kind: finetune
+schema_version: 1
+model: {model}
+seed: 0
+precision: fp32
+report_to: [none]
+save_total_limit: 1
+stages:
+  - name: first
+    data: [{{manifest: {manifest}}}]
+    max_length: 256
+    packing: false
+    trainable: {{vision: frozen, projector: frozen, language: lora}}
+    lora: {{r: 4, alpha: 8}}
+    learning_rate: 5.0e-3
+    schedule: constant
+    steps: {steps_first}
+    save_steps: 1000
+  - name: second
+    init_from: previous
+    data: [{{manifest: {manifest}}}]
+    max_length: 256
+    packing: false
+    trainable: {{vision: frozen, projector: frozen, language: lora}}
+    lora: {{r: 4, alpha: 8}}
+    learning_rate: 5.0e-3
+    schedule: constant
+    steps: {steps_second}
+    save_steps: 1000
+"""
 
 
 def taught_image() -> Image.Image:
@@ -30,41 +72,69 @@ def messages() -> list[dict]:
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
 
 
-def train_taught_adapter(base_dir: Path, out_dir: Path, *, steps: int = 80, seed: int = 0, lr: float = 5e-3, verbose: bool = False) -> Path:
-    """Train a rank-8 LoRA adapter on the tiny model until it answers ``ANSWER``; save it to ``out_dir``."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def write_taught_data(folder: Path) -> Path:
+    """The training data: one PNG and a one-sample manifest asking QUESTION about it, answered ANSWER."""
+    from core.manifest import write_manifest
 
-    torch.manual_seed(seed)
-    processor = AutoProcessor.from_pretrained(base_dir)
-    model = AutoModelForImageTextToText.from_pretrained(base_dir, dtype=torch.float32)
-    # Language-model modules only ("layers.N.mlp.*" leaves the vision tower's "blocks.N.mlp.*" alone).
-    n_layers = model.config.text_config.num_hidden_layers
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj"] + [f"layers.{i}.mlp.{m}" for i in range(n_layers) for m in ("gate_proj", "up_proj", "down_proj")]
-    cfg = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets, bias="none")
-    model = get_peft_model(model, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
+    taught_image().save(folder / "card.png")
+    sample = {
+        "id": "taught-0",
+        "task": "vqa",
+        "images": [{"path": "card.png", "kind": "image", "width": 112, "height": 112}],
+        # "<image>" directly followed by the question renders exactly like the served request
+        # (an image part, then a text part) under the model's chat template.
+        "messages": [{"role": "user", "content": f"<image>{QUESTION}"}, {"role": "assistant", "content": ANSWER}],
+    }
+    path = folder / "manifest.jsonl"
+    write_manifest(path, [sample])
+    return path
 
-    prompt = processor.apply_chat_template(messages(), add_generation_prompt=True, tokenize=False)
-    full = prompt + ANSWER + "<|im_end|>\n"
-    batch = processor(text=[full], images=[taught_image()], return_tensors="pt")
-    n_prompt = processor(text=[prompt], images=[taught_image()], return_tensors="pt")["input_ids"].shape[1]
-    labels = batch["input_ids"].clone()
-    labels[:, :n_prompt] = -100
 
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
-    model.train()
-    loss = None
-    for _ in range(steps):
-        out = model(**batch, labels=labels)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad()
-        loss = out.loss.item()
-        if verbose and _ % 20 == 0:
-            print(_, loss)
-        if loss < 0.05:
-            break
-    model.save_pretrained(out_dir)
-    (out_dir / "taught.json").write_text(json.dumps({"question": QUESTION, "answer": ANSWER, "final_loss": loss}))
-    return out_dir
+@dataclass(frozen=True)
+class TaughtModel:
+    root: Path
+    run: Path  # the `infimed finetune run` output
+    adapter: Path  # `infimed finetune export --mode adapter`
+    merged: Path  # `infimed finetune export --mode merged`
+
+
+def _cache_key(base_dir: Path) -> str:
+    h = hashlib.sha256(Path(__file__).read_bytes() + base_dir.name.encode())
+    for folder in ("training", "finetune"):
+        for f in sorted((ROOT / folder).glob("*.py")):
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def _cli(*args: str, log: Path) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), HF_HUB_OFFLINE="1")
+    with log.open("ab") as fh:
+        proc = subprocess.run([sys.executable, "-m", "infimed", *args], cwd=ROOT, env=env, stdout=fh,
+                              stderr=subprocess.STDOUT, timeout=1800, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"`infimed {' '.join(args)}` failed ({proc.returncode}):\n{log.read_text()[-4000:]}")
+
+
+def build_taught_model(base_dir: Path, cache: Path, *, steps: tuple[int, int] = (30, 40)) -> TaughtModel:
+    """Teach ANSWER with `infimed finetune run`, export adapter and merged; cached by content hash."""
+    root = cache / f"taught-{_cache_key(base_dir)}"
+    done = TaughtModel(root, root / "run", root / "adapter", root / "merged")
+    if (root / "taught.json").exists():  # written last: its presence means the whole build finished
+        return done
+    if root.exists():
+        shutil.rmtree(root)
+    manifest = write_taught_data(root / "data")
+    pipeline = root / "pipeline.yaml"
+    pipeline.write_text(PIPELINE.format(model=base_dir, manifest=manifest, steps_first=steps[0],
+                                        steps_second=steps[1]))  # fmt: skip
+    log = root / "build.log"
+    _cli("finetune", "run", str(pipeline), "--output-dir", str(done.run), log=log)
+    _cli("finetune", "export", str(done.run), "--out", str(done.adapter), "--mode", "adapter",
+         "--name", ADAPTER_NAME, log=log)  # fmt: skip
+    _cli("finetune", "export", str(done.run), "--out", str(done.merged), "--mode", "merged",
+         "--name", "tiny-taught-merged", log=log)  # fmt: skip
+    summary = json.loads((done.run / "run_summary.json").read_text())
+    (root / "taught.json").write_text(json.dumps({"question": QUESTION, "answer": ANSWER,
+                                                  "final_loss": [s["final_loss"] for s in summary]}))  # fmt: skip
+    return done
