@@ -113,6 +113,26 @@ def frame_transform(ds: Dataset, index: int, label: str = "<dicom>") -> FrameTra
     return FrameTransform(slope, intercept, centers, widths, function)
 
 
+def presentation_inverts(ds: Dataset, photometric: str, label: str = "<dicom>") -> bool:
+    """Whether the VOI output is inverted before display (PS3.3 C.11.6, C.7.6.3.1.2, C.8.11.1.1.1).
+
+    The Presentation LUT is the last grey-scale step, after the VOI LUT. ``PresentationLUTShape``
+    INVERSE inverts the VOI output (P-value = max − value); IDENTITY leaves it. MONOCHROME1 means
+    the minimum is displayed white, i.e. the same inversion: where both appear (DX, MG, IO require
+    INVERSE with MONOCHROME1) they describe one inversion, never two. A MONOCHROME1 image whose
+    shape says IDENTITY is still inverted (the photometric interpretation defines the polarity of
+    the stored values; such headers are known errors of some CR/DX writers). A Presentation LUT
+    Sequence (an explicit table) is not applied: it is rare in images and a linear shape is assumed.
+    Another shape value raises :class:`DicomError` naming (2050,0020).
+    """
+    shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
+    if shape not in ("", "IDENTITY", "INVERSE"):
+        raise DicomError(
+            label, f"unknown value {shape!r} (IDENTITY or INVERSE expected)", tag="(2050,0020) PresentationLUTShape"
+        )
+    return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
 def _modality(values: np.ndarray, ds: Dataset, ft: FrameTransform) -> np.ndarray:
     if "ModalityLUTSequence" in ds:
         return pydicom.pixels.apply_modality_lut(values.astype(np.int64), ds).astype(np.float64)
@@ -166,7 +186,8 @@ def frame_to_uint8(
 ) -> tuple[np.ndarray, list[Window] | None]:
     """One decoded frame → ``uint8`` (H×W grey or H×W×3 RGB) and the window(s) used.
 
-    Grey images follow modality LUT → VOI → MONOCHROME1 inversion. ``window`` None means the file's
+    Grey images follow modality LUT → VOI → presentation (MONOCHROME1 or Presentation LUT Shape
+    INVERSE: one inversion, see :func:`presentation_inverts`) → 8 bits. ``window`` None means the file's
     window, else its VOI LUT Sequence, else the 0.5–99.5 percentiles (``auto``). ``composite``
     (``"ct3"``) puts three preset windows into R, G, B. Colour images ignore windows (returns None).
     """
@@ -176,7 +197,7 @@ def frame_to_uint8(
             raise RenderError(f"{label}: composite {composite!r} needs a grey-scale image, this one is {photometric}")
         return _color_to_uint8(ds, frame.data, photometric, label), None
     ft = frame_transform(ds, index, label)
-    invert = photometric == "MONOCHROME1"
+    invert = presentation_inverts(ds, photometric, label)
     if composite:
         if composite not in COMPOSITES:
             raise RenderError(f"unknown composite {composite!r} (known: {', '.join(COMPOSITES)})")

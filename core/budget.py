@@ -3,9 +3,11 @@
 A Qwen2-VL-family vision encoder cuts an image into ``patch_size``² patches and merges
 ``merge_size``² neighbouring patches into one visual token, so image sides must be multiples of
 ``factor = patch_size * merge_size`` and the pixel count must stay within ``[min_pixels, max_pixels]``.
-:meth:`PixelBudget.resized` reproduces transformers' ``smart_resize`` exactly (tested against it), so
-the gateway, curation, the pack planner and the training loader agree on sizes and token counts
-without decoding an image twice.
+:meth:`PixelBudget.resized` gives transformers' ``smart_resize`` result whenever that result honours
+the budget (tested against it on many sizes), and otherwise the size the image processor settles on,
+so a rendered image is never resized again by the processor: ``resized`` is idempotent and its
+output is a fixed point of ``smart_resize``. The gateway, curation, the pack planner and the training
+loader therefore agree on sizes and token counts without decoding an image twice.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ class PixelBudget:
             raise BudgetError(f"PixelBudget: min_pixels {self.min_pixels} > max_pixels {self.max_pixels}")
         if self.max_pixels < self.factor**2:
             raise BudgetError(f"PixelBudget: max_pixels {self.max_pixels} is below one merged patch ({self.factor}²)")
+        cell = self.factor**2
+        if self.max_pixels // cell < -(-self.min_pixels // cell):
+            raise BudgetError(
+                f"PixelBudget: no image size fits [{self.min_pixels}, {self.max_pixels}] pixels with sides that are"
+                f" multiples of {self.factor}: widen the range to include a multiple of {cell}"
+            )
 
     @property
     def factor(self) -> int:
@@ -56,15 +64,31 @@ class PixelBudget:
         return self.patch_size * self.merge_size
 
     def resized(self, width: int, height: int) -> tuple[int, int]:
-        """``(width, height)`` after the aspect-preserving resize of transformers' ``smart_resize``.
+        """``(width, height)`` after the aspect-preserving resize to this budget.
 
-        Both sides become multiples of ``factor``; the area lands in ``[min_pixels, max_pixels]``.
+        Both sides become multiples of ``factor`` and the area lands in ``[min_pixels, max_pixels]``.
+        This is transformers' Qwen2-VL ``smart_resize`` whenever its result honours the budget (the
+        usual case). Its per-side rounding can miss the budget when ``min_pixels`` is close to
+        ``max_pixels`` (150×150 at min = max = 3136 gives 28×28, 784 pixels), and the processor then
+        resizes the rendered image a second time (to 56×56). Here the second step is folded in:
+        ``smart_resize`` is repeated until it settles (3 rounds at most), and if it never settles on
+        a size within the budget, the in-budget size closest in aspect ratio is chosen. So
+        ``resized(*resized(w, h)) == resized(w, h)`` and the processor leaves a rendered image as it is.
         Raises :class:`BudgetError` for non-positive sides or an aspect ratio above 200.
         """
         if width < 1 or height < 1:
             raise BudgetError(f"image size must be positive, got {width}x{height}")
         if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
             raise BudgetError(f"aspect ratio of {width}x{height} is above {MAX_ASPECT_RATIO}")
+        w, h = width, height
+        for _ in range(3):
+            w, h = self._smart_resize(w, h)
+            if self.min_pixels <= w * h <= self.max_pixels:
+                return w, h
+        return self._closest_in_budget(width, height)
+
+    def _smart_resize(self, width: int, height: int) -> tuple[int, int]:
+        """transformers' ``smart_resize`` (Qwen2-VL image processor), line for line, in (width, height) order."""
         f = self.factor
         h_bar = round(height / f) * f
         w_bar = round(width / f) * f
@@ -77,6 +101,29 @@ class PixelBudget:
             h_bar = math.ceil(height * beta / f) * f
             w_bar = math.ceil(width * beta / f) * f
         return w_bar, h_bar
+
+    def _closest_in_budget(self, width: int, height: int) -> tuple[int, int]:
+        """The in-budget size (sides multiples of ``factor``) closest in aspect ratio, then in area.
+
+        Only reached for budgets whose range is narrow compared with one ``factor``² cell; a valid
+        size always exists (checked when the budget is made).
+        """
+        cell = self.factor**2
+        lo_cells, hi_cells = -(-self.min_pixels // cell), self.max_pixels // cell
+        aspect = math.log(width / height)
+        target_cells = min(max(width * height / cell, lo_cells), hi_cells)
+        best: tuple[float, float, int, int] | None = None
+        for a in range(1, hi_cells + 1):  # a: width in factors, b: height in factors
+            b_lo, b_hi = max(1, -(-lo_cells // a)), hi_cells // a
+            if b_lo > b_hi:
+                continue
+            guess = a * height / width
+            for b in {min(max(math.floor(guess), b_lo), b_hi), min(max(math.ceil(guess), b_lo), b_hi)}:
+                key = (abs(math.log(a / b) - aspect), abs(a * b - target_cells), a, b)
+                if best is None or key < best:
+                    best = key
+        assert best is not None  # __post_init__ guarantees a cell count in [lo_cells, hi_cells]
+        return best[2] * self.factor, best[3] * self.factor
 
     def grid_thw(self, width: int, height: int) -> tuple[int, int, int]:
         """``(t, h, w)`` patch grid of the resized still image (``t`` is 1: one temporal patch)."""

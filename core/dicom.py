@@ -19,6 +19,7 @@ Every failure raises :class:`DicomError` naming the file, the tag and the proble
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import mmap
 import os
@@ -45,31 +46,36 @@ from core._pixels import (
     _int_tag,
     frame_to_uint8,
     frame_transform,
+    presentation_inverts,
     resolve_window,
 )
 from core._voi import COMPOSITES, PRESETS, Window
 
 __all__ = [
     "COMPOSITES",
-    "Frame",
-    "FrameTransform",
-    "frame_transform",
-    "map_file",
-    "resolve_window",
-    "check_geometry",
     "PRESETS",
     "BurnedInTextError",
     "DecodeLimits",
     "DicomError",
+    "DicomFile",
+    "Frame",
+    "FrameTransform",
     "RenderError",
     "Window",
     "burned_in_reason",
+    "check_geometry",
     "decode_frame",
     "dicom_part",
     "frame_count",
+    "frame_order",
     "frame_to_uint8",
+    "frame_transform",
     "is_dicom_bytes",
+    "map_file",
+    "parse_header",
+    "presentation_inverts",
     "read_dicom",
+    "resolve_window",
     "select_frames",
     "slice_order",
 ]
@@ -100,22 +106,86 @@ def is_dicom_bytes(head: bytes) -> bool:
     return len(head) >= 132 and head[128:132] == b"DICM"
 
 
+@dataclass(eq=False)
+class DicomFile:
+    """A DICOM file whose header has been parsed once, up to its pixel data (:func:`parse_header`).
+
+    Callers that need the header first (grouping by series, ordering, policies) keep this object
+    and hand it to :func:`read_dicom` or ``core.render.render``, which finish reading the pixel data
+    from ``pixel_offset`` without parsing the header again. ``sha256`` of the bytes is computed once.
+    """
+
+    data: bytes | mmap.mmap
+    label: str
+    header: Dataset  # read with stop_before_pixels: no pixel data yet
+    pixel_offset: int  # where the header parse stopped (the pixel data element, if any)
+    _sha256: str | None = None
+    _dataset: Dataset | None = None
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = hashlib.sha256(self.data).hexdigest()
+        return self._sha256
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes: a memory map travels as bytes
+        state = dict(self.__dict__)
+        state["data"] = bytes(self.data) if isinstance(self.data, mmap.mmap) else self.data
+        return state
+
+
+def parse_header(
+    source: str | os.PathLike[str] | bytes | mmap.mmap,
+    *,
+    name: str | None = None,
+    limits: DecodeLimits | None = None,
+) -> DicomFile:
+    """Parse a DICOM file's header once (byte-size guard, then up to the pixel data).
+
+    Raises :class:`DicomError` for a file over ``limits.max_bytes``, non-DICOM bytes or an
+    unparsable header. The pixel guard (rows × columns × frames) runs when the pixels are read.
+    """
+    limits = limits or DecodeLimits()
+    label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<dicom>")
+    if isinstance(source, (str, os.PathLike)):
+        source = map_file(source, label, limits)
+    elif isinstance(source, (bytearray, memoryview)):
+        source = bytes(source)
+    if len(source) > limits.max_bytes:
+        raise DicomError(label, f"file is {len(source)} bytes, over the limit of {limits.max_bytes}")
+    header, offset = _parse_header(source, label)
+    return DicomFile(source, label, header, offset)
+
+
 def read_dicom(
-    source: str | os.PathLike[str] | bytes | mmap.mmap | Dataset,
+    source: str | os.PathLike[str] | bytes | mmap.mmap | Dataset | DicomFile,
     *,
     name: str | None = None,
     limits: DecodeLimits | None = None,
     stop_before_pixels: bool = False,
 ) -> Dataset:
-    """Read a DICOM file (path, bytes, a memory map or an already-read dataset) and apply the guards.
+    """Read a DICOM file (path, bytes, a memory map, a :class:`DicomFile` or a dataset) and apply the guards.
 
     Files without the 128-byte preamble are accepted when they parse as a dataset with image tags;
     a missing TransferSyntaxUID is inferred from the encoding for native (uncompressed) data.
-    Native little-endian pixel data is not copied: frames are read from the buffer in place.
+    The header is parsed once: native little-endian pixel data is then viewed in place (no copy),
+    other pixel data is read from where the header ended (deflated and big-endian files are parsed
+    again as a whole). A :class:`DicomFile` is finished without parsing its header again.
     Raises :class:`DicomError` for a file over ``limits.max_bytes``, non-DICOM bytes, an unparsable
     header, or an image over ``limits.max_pixels`` (checked before decoding).
     """
     limits = limits or DecodeLimits()
+    if isinstance(source, DicomFile):
+        label = name or source.label
+        if len(source.data) > limits.max_bytes:
+            raise DicomError(label, f"file is {len(source.data)} bytes, over the limit of {limits.max_bytes}")
+        if stop_before_pixels:
+            return source.header
+        if source._dataset is None:
+            source._dataset = _complete(source.header, source.pixel_offset, source.data, label)
+        ds = source._dataset
+        check_geometry(ds, label, limits)
+        return ds
     label = name or (str(source) if isinstance(source, (str, os.PathLike)) else "<dicom>")
     if isinstance(source, Dataset):
         ds = source
@@ -125,7 +195,10 @@ def read_dicom(
         size = len(source)
         if size > limits.max_bytes:
             raise DicomError(label, f"file is {size} bytes, over the limit of {limits.max_bytes}")
-        ds = _parse_buffer(source, label, stop_before_pixels=stop_before_pixels)
+        ds, offset = _parse_header(source, label)
+        if stop_before_pixels:
+            return ds
+        ds = _complete(ds, offset, source, label)
     if not stop_before_pixels:
         check_geometry(ds, label, limits)
     return ds
@@ -145,21 +218,57 @@ def map_file(path: str | os.PathLike[str], label: str, limits: DecodeLimits) -> 
         raise DicomError(label, f"cannot read file: {e.strerror or e}") from e
 
 
-def _parse_buffer(buf: bytes | mmap.mmap, label: str, *, stop_before_pixels: bool) -> Dataset:
+def _opener(buf: bytes | mmap.mmap) -> tuple[Any, Any]:
     stream: Any = buf if isinstance(buf, mmap.mmap) else BytesIO(buf)
 
     def opener() -> Any:
         stream.seek(0)
         return nullcontext(stream)  # pydicom reads the map in place; it stays open for the frame view
 
+    return stream, opener
+
+
+def _parse_header(buf: bytes | mmap.mmap, label: str) -> tuple[Dataset, int]:
+    """The dataset up to its pixel data, and the offset where parsing stopped."""
+    stream, opener = _opener(buf)
     ds = _parse(opener, label, stop_before_pixels=True)
-    if stop_before_pixels:
-        return ds
-    view = _native_pixel_view(ds, buf, stream.tell()) if _fast_path_ok(ds) else None
+    return ds, stream.tell()
+
+
+def _complete(header: Dataset, offset: int, buf: bytes | mmap.mmap, label: str) -> Dataset:
+    """Add the pixel data to a header parsed by :func:`_parse_header` (the header is reused, not re-parsed)."""
+    if hasattr(header, "_infimed_pixels") or "PixelData" in header:
+        return header
+    view = _native_pixel_view(header, buf, offset) if _fast_path_ok(header) else None
     if view is not None:
-        ds._infimed_pixels = view  # zero-copy frame source for decode_frame's fast path
-        return ds
+        header._infimed_pixels = view  # zero-copy frame source for decode_frame's fast path
+        return header
+    rest = _read_rest(header, offset, buf)
+    if rest is not None:
+        for elem in rest:
+            header[elem.tag] = elem
+        return header
+    _, opener = _opener(buf)
     return _parse(opener, label, stop_before_pixels=False)
+
+
+def _read_rest(header: Dataset, offset: int, buf: bytes | mmap.mmap) -> Dataset | None:
+    """The elements after the header (pixel data and trailers) of a little-endian file, or None."""
+    meta = getattr(header, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if ts is None or ts in (ExplicitVRBigEndian, "1.2.840.10008.1.2.1.99") or offset >= len(buf):
+        return None  # big endian / deflated (the offset is in the inflated stream): parse the whole file
+    try:
+        implicit = UID(ts) == ImplicitVRLittleEndian
+        stream = BytesIO(memoryview(buf)[offset:]) if isinstance(buf, mmap.mmap) else BytesIO(buf)
+        if not isinstance(buf, mmap.mmap):
+            stream.seek(offset)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rest = pydicom.filereader.read_dataset(stream, implicit, True)
+    except _DECODE_ERRORS:
+        return None
+    return rest if len(rest) else None
 
 
 def _fast_path_ok(ds: Dataset) -> bool:
@@ -397,6 +506,103 @@ def slice_order(headers: list[Dataset], labels: list[str] | None = None) -> list
     except (TypeError, ValueError):
         log.debug("series: unusable orientation/position, falling back to InstanceNumber")
     return sorted(range(len(headers)), key=lambda i: (instance[i], i))
+
+
+def frame_order(ds: Dataset, label: str = "<dicom>") -> list[int]:
+    """Stored (0-based) frame indices of a multi-frame object in display order, along the slice normal.
+
+    For enhanced objects (PerFrameFunctionalGroupsSequence, PS3.3 C.7.6.16), the first rule that
+    every frame satisfies wins:
+
+    1. PlanePositionSequence/ImagePositionPatient per frame and one PlaneOrientationSequence/
+       ImageOrientationPatient shared by all frames (per-frame or shared group): sorted by StackID,
+       then position · (row × column direction), then TemporalPositionIndex;
+    2. FrameContentSequence/InStackPositionNumber: sorted by StackID, InStackPositionNumber,
+       TemporalPositionIndex;
+    3. FrameContentSequence/DimensionIndexValues: sorted by the index tuple (the writer's own order
+       of dimensions);
+    4. otherwise the stored order (US and XA clips, cine, objects without functional groups).
+
+    Ties keep the stored order. Malformed values fall through to the next rule (logged at debug).
+    """
+    n = frame_count(ds, label)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if n < 2 or not per_frame or len(per_frame) < n:
+        return list(range(n))
+    items = [per_frame[i] for i in range(n)]
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    shared_item = shared[0] if shared else None
+    content = [_first_item(item, "FrameContentSequence") for item in items]
+    stack = [_stack_key(c.get("StackID") if c is not None else None) for c in content]
+    temporal = [_number(c.get("TemporalPositionIndex")) if c is not None else 0.0 for c in content]
+    try:
+        keys = _plane_keys(items, shared_item)
+        if keys is not None:
+            return sorted(range(n), key=lambda i: (stack[i], keys[i], temporal[i], i))
+    except (TypeError, ValueError, IndexError):
+        log.debug("%s: unusable plane position/orientation, trying in-stack positions", label)
+    if all(c is not None and c.get("InStackPositionNumber") is not None for c in content):
+        try:
+            in_stack = [float(c.InStackPositionNumber) for c in content]  # type: ignore[union-attr]
+            return sorted(range(n), key=lambda i: (stack[i], in_stack[i], temporal[i], i))
+        except (TypeError, ValueError):
+            log.debug("%s: unusable InStackPositionNumber, trying dimension indices", label)
+    if all(c is not None and c.get("DimensionIndexValues") is not None for c in content):
+        try:
+            dims = [tuple(int(v) for v in _as_list(c.DimensionIndexValues)) for c in content]  # type: ignore[union-attr]
+            return sorted(range(n), key=lambda i: (dims[i], i))
+        except (TypeError, ValueError):
+            log.debug("%s: unusable DimensionIndexValues, keeping the stored order", label)
+    return list(range(n))
+
+
+def _first_item(item: Dataset | None, keyword: str) -> Dataset | None:
+    seq = item.get(keyword) if item is not None else None
+    return seq[0] if seq else None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value]
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value) if value not in (None, "") else 0.0
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _stack_key(value: Any) -> tuple[int, float, str]:
+    text = str(value).strip() if value not in (None, "") else ""
+    try:
+        return (0, float(text), "") if text else (0, 0.0, "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def _plane_keys(items: list[Dataset], shared: Dataset | None) -> list[float] | None:
+    """position · normal per frame, or None when a frame lacks a position or orientations differ."""
+    shared_orientation = _first_item(shared, "PlaneOrientationSequence")
+    positions, orientations = [], []
+    for item in items:
+        pos = _first_item(item, "PlanePositionSequence")
+        ori = _first_item(item, "PlaneOrientationSequence") or shared_orientation
+        if pos is None or ori is None or pos.get("ImagePositionPatient") is None:
+            return None
+        if ori.get("ImageOrientationPatient") is None:
+            return None
+        positions.append([float(v) for v in pos.ImagePositionPatient])
+        orientations.append([float(v) for v in ori.ImageOrientationPatient])
+    position = np.asarray(positions, dtype=float)
+    orientation = np.asarray(orientations, dtype=float)
+    if position.shape[1:] != (3,) or orientation.shape[1:] != (6,) or not np.isfinite(position).all():
+        return None
+    if not np.allclose(orientation, orientation[0], atol=1e-4):
+        return None  # several orientations (e.g. a 3-plane localizer): no single normal
+    normal = np.cross(orientation[0, :3], orientation[0, 3:])
+    if not np.isfinite(normal).all() or np.linalg.norm(normal) < 1e-6:
+        return None
+    return [float(v) for v in position @ normal]
 
 
 def _instance_number(h: Dataset) -> float:

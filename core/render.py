@@ -36,11 +36,13 @@ from core._redact import redact_text
 from core.budget import PixelBudget
 from core.dicom import (
     DecodeLimits,
+    DicomFile,
     Window,
     burned_in_reason,
     decode_frame,
     dicom_part,
     frame_count,
+    frame_order,
     frame_to_uint8,
     is_dicom_bytes,
     map_file,
@@ -68,9 +70,7 @@ log = logging.getLogger(__name__)
 
 BurnedInPolicy = Literal["refuse", "redact", "allow"]
 SourceKind = Literal["dicom", "series", "png", "jpeg", "webp", "image"]
-RenderSource = str | os.PathLike[str] | bytes | Dataset | Image.Image
-_RESAMPLE = Image.Resampling.BICUBIC
-_REDUCING_GAP = 2.0  # box-reduce first, keep ≥ 2× for the bicubic step: much faster, visually equivalent
+RenderSource = str | os.PathLike[str] | bytes | Dataset | DicomFile | Image.Image
 
 
 class WindowRecord(BaseModel):
@@ -92,7 +92,8 @@ class RenderRecord(BaseModel):
     sha256: str | None = None
     original_size: tuple[int, int]  # (width, height) of the decoded frame
     frames_total: int = 1
-    frames: list[int] = [0]
+    frames: list[int] = [0]  # positions in display order (along the slice normal for series and enhanced objects)
+    source_frames: list[int] | None = None  # stored 0-based frame numbers of a multi-frame object, per image
     windows: list[list[WindowRecord]] = []  # per output image: 1 window, 3 for a composite, [] for colour
     composite: str | None = None
     photometric: str | None = None
@@ -126,7 +127,10 @@ def render(
     """Render ``source`` into RGB images sized for ``budget`` and a record of what was done.
 
     ``source``: bytes (PNG/JPEG/WebP/DICOM, detected by content), a path, a ``pydicom.Dataset``, a
+    :class:`core.dicom.DicomFile` (a header already parsed by ``parse_header``: not parsed again), a
     PIL image, or a list of DICOM sources forming one series (sorted along the slice normal).
+    Frames of an enhanced multi-frame object are ordered along the slice normal too
+    (:func:`core.dicom.frame_order`); ``frames`` indices count in that order.
     ``spec``: window (preset | "auto" | {"center","width"}), composite ("ct3"), frames ("auto" |
     [i, …] | "uniform:N"); None means all defaults. ``budget`` None keeps the original size.
     ``max_images`` caps frames/slices; ``policy`` decides what happens to images that may carry
@@ -154,6 +158,9 @@ def render(
         return _render_dicom(
             read_dicom(source, name=label, limits=limits), None, spec, budget, max_images, policy, label
         )
+    if isinstance(source, DicomFile):
+        ds = read_dicom(source, name=label, limits=limits)
+        return _render_dicom(ds, source.sha256, spec, budget, max_images, policy, label)
     data = _read_bytes(source, label, limits)
     kind = _sniff(data)
     digest = hashlib.sha256(data).hexdigest()
@@ -176,6 +183,8 @@ def _label(source: Any) -> str:
         return str(source)
     if isinstance(source, Dataset):
         return getattr(source, "filename", None) or "<dataset>"
+    if isinstance(source, DicomFile):
+        return source.label
     if isinstance(source, Image.Image):
         return "<image>"
     return "<bytes>"
@@ -233,15 +242,46 @@ def _target_size(budget: PixelBudget | None, width: int, height: int, label: str
         raise RenderError(f"{label}: {e}") from e
 
 
-def _resize_uint8(arr: np.ndarray, size: tuple[int, int]) -> Image.Image:
-    """``uint8`` H×W or H×W×3 → PIL image at ``size`` (no-op when the size already matches)."""
-    img = Image.fromarray(arr, mode=None)
-    if img.size != size:
-        img = img.resize(size, _RESAMPLE, reducing_gap=_REDUCING_GAP)
-    return img
+_CV2: Any = None
+
+
+def _cv2() -> Any:
+    global _CV2
+    if _CV2 is None:
+        import cv2  # opencv-python-headless: a base dependency (vLLM needs it too)
+
+        _CV2 = cv2
+    return _CV2
+
+
+def resize_uint8(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``uint8`` H×W or H×W×3 → the same at ``size`` = (width, height); the input itself when it matches.
+
+    Two steps, like Pillow's ``reducing_gap``: a box (area) reduction by the largest integer factor
+    that keeps both sides ≥ the target (anti-aliasing, exact means), then bicubic interpolation
+    (OpenCV, a = -0.75) over the remaining scale, now below 2×, or for enlarging. About 5× faster
+    than Pillow's convolution bicubic on a 512² → 448² slice, within a mean of 0.3 grey levels of it.
+    Deterministic: the same input gives the same bytes in every process.
+    """
+    h, w = arr.shape[:2]
+    if (w, h) == tuple(size):
+        return arr
+    k = min(w // size[0], h // size[1])
+    if k >= 2:
+        arr = np.asarray(Image.fromarray(arr).reduce(k))
+        if arr.shape[1] == size[0] and arr.shape[0] == size[1]:
+            return arr
+    return _cv2().resize(np.ascontiguousarray(arr), tuple(size), interpolation=_cv2().INTER_CUBIC)
+
+
+def _to_image(arr: np.ndarray) -> Image.Image:
+    """``uint8`` H×W (grey, repeated into R, G, B) or H×W×3 → an RGB PIL image."""
+    return _rgb(Image.fromarray(arr))
 
 
 def _rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "L":
+        return Image.merge("RGB", (img, img, img))  # same bytes as convert("RGB"), about 2x faster
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
@@ -304,7 +344,7 @@ def _render_image(
         arr8, redacted = redact_text(arr8, label=label, required=False)
         img = Image.fromarray(arr8)
     if img.size != target:
-        img = img.resize(target, _RESAMPLE, reducing_gap=_REDUCING_GAP)
+        img = Image.fromarray(resize_uint8(np.asarray(img), target))
     out = _rgb(img)
     record = RenderRecord(
         source_kind=kind,
@@ -337,7 +377,7 @@ def _apply_policy(ds: Dataset, policy: BurnedInPolicy, label: str) -> str | None
 
 @dataclass
 class _Rendered:
-    image: Image.Image  # "L" or "RGB", already at the target size (pickles for the worker processes)
+    pixels: np.ndarray  # uint8 H×W (grey) or H×W×3, at the target size: a third of RGB's bytes between processes
     windows: list[Window] | None
     size: tuple[int, int]
     redacted: int = 0
@@ -358,8 +398,7 @@ def _render_frame(
     redacted = 0
     if redact is not None:
         arr, redacted = redact_text(arr, label=label, required=True)
-    img = _resize_uint8(arr, _target_size(budget, w, h, label))
-    return _Rendered(_rgb(img), windows, (w, h), redacted)
+    return _Rendered(resize_uint8(arr, _target_size(budget, w, h, label)), windows, (w, h), redacted)
 
 
 def _render_dicom(
@@ -374,19 +413,23 @@ def _render_dicom(
     reason = _apply_policy(ds, policy, label)
     redact = reason if policy == "redact" else None
     n = frame_count(ds, label)
+    order = frame_order(ds, label)  # display position → stored frame
     chosen = select_frames(spec.frames, n, max_images=max_images, label=label)
     window = resolve_window(spec.window)
     results: dict[int, _Rendered] = {}
     # The middle frame first: an "auto" (percentile) window found there is reused for every frame.
     middle = chosen[len(chosen) // 2]
-    first = _render_frame(ds, middle, window, spec.composite, budget, redact, label)
+    first = _render_frame(ds, order[middle], window, spec.composite, budget, redact, label)
     results[middle] = first
     if window is None and first.windows and first.windows[0].source == "auto":
         window = first.windows[0]
-    for i in chosen:
-        if i not in results:
-            results[i] = _render_frame(ds, i, window, spec.composite, budget, redact, label)
-    return _finish([results[i] for i in chosen], chosen, n, ds, "dicom", digest, spec, budget, reason)
+    for k in chosen:
+        if k not in results:
+            results[k] = _render_frame(ds, order[k], window, spec.composite, budget, redact, label)
+    images, record = _finish([results[k] for k in chosen], chosen, n, ds, "dicom", digest, spec, budget, reason)
+    if n > 1:
+        record.source_frames = [order[k] for k in chosen]
+    return images, record
 
 
 def _finish(
@@ -400,7 +443,7 @@ def _finish(
     budget: PixelBudget | None,
     reason: str | None,
 ) -> tuple[list[Image.Image], RenderRecord]:
-    images = [_rgb(p.image) for p in parts]
+    images = [_to_image(p.pixels) for p in parts]
     meta = ds["_meta"] if isinstance(ds, dict) else safe_metadata(ds)
     record = RenderRecord(
         source_kind=kind,
@@ -451,8 +494,11 @@ _HEADER_KEYWORDS = (
 )
 
 
-def _slim(full: Dataset) -> dict[str, Any]:
-    """Only what ordering, policy and the record need, as plain values: cheap to pickle between processes."""
+def _slim(full: Dataset, label: str) -> dict[str, Any]:
+    """Only what ordering and policy need, as plain values: cheap to pickle between processes.
+
+    The allowlisted metadata of the record is read later from the one reference slice, not here.
+    """
     out: dict[str, Any] = {}
     for keyword in _HEADER_KEYWORDS:
         value = full.get(keyword)
@@ -464,15 +510,17 @@ def _slim(full: Dataset) -> dict[str, Any]:
             out[keyword] = float(value)
         else:
             out[keyword] = str(value)
-    out["_meta"] = safe_metadata(full)
+    out["_frame_order"] = frame_order(full, label) if "NumberOfFrames" in out else [0]
     return out
 
 
 def _file_task(task: _SliceTask) -> tuple[dict[str, Any], str, _Rendered | None]:
-    """Read one file of a series: its slim header, its sha256 and, when asked and single-frame, its render."""
+    """Read one file of a series once: its slim header, its sha256 and, when asked and single-frame, its render."""
     source, label = task.source, task.label
     if isinstance(source, Dataset):
         data, digest = source, ""
+    elif isinstance(source, DicomFile):
+        data, digest = source, source.sha256
     else:
         data = map_file(source, label, task.limits) if isinstance(source, (str, os.PathLike)) else bytes(source)
         digest = hashlib.sha256(data).hexdigest()
@@ -482,7 +530,7 @@ def _file_task(task: _SliceTask) -> tuple[dict[str, Any], str, _Rendered | None]
         reason = _apply_policy(ds, task.policy, label)  # refuses before any pixel is decoded
         redact = reason if task.policy == "redact" else None
         rendered = _render_frame(ds, 0, task.window, task.composite, task.budget, redact, label)
-    return _slim(ds), digest, rendered
+    return _slim(ds, label), digest, rendered
 
 
 def _slice_task(task: _SliceTask) -> _Rendered:
@@ -499,8 +547,21 @@ def _slice_task(task: _SliceTask) -> _Rendered:
     )
 
 
+def _reference_metadata(source: Any, label: str, limits: DecodeLimits) -> dict[str, Any]:
+    """Allowlisted metadata of one file of the series (its header only)."""
+    return safe_metadata(read_dicom(source, name=label, limits=limits, stop_before_pixels=True))
+
+
 _POOL: ProcessPoolExecutor | None = None
 _POOL_SIZE = 0
+
+
+def _worker_init() -> None:
+    """One thread per worker process: the pool itself is the parallelism (no oversubscription)."""
+    try:
+        _cv2().setNumThreads(1)
+    except ImportError:  # pragma: no cover - cv2 is a base dependency
+        pass
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
@@ -518,7 +579,9 @@ def _pool(workers: int) -> ProcessPoolExecutor:
         if _POOL is not None:
             _POOL.shutdown(cancel_futures=True)
         method = "fork" if threading.active_count() == 1 else "forkserver"
-        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        _POOL = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
+        )
         _POOL_SIZE = workers
     return _POOL
 
@@ -530,11 +593,15 @@ def _close_pool() -> None:
 
 
 def _map(fn: Any, items: list[Any], workers: int) -> list[Any]:
-    """``[fn(x) for x in items]``, in ``workers`` processes when asked (falls back in-process if the pool broke)."""
+    """``[fn(x) for x in items]``, in ``workers`` processes when asked (falls back in-process if the pool broke).
+
+    Chunks of about an eighth of the work per worker: few round trips, yet a slow worker (a shared
+    machine) does not leave the other idle at the end.
+    """
     global _POOL
     if workers <= 1 or len(items) < 2:
         return [fn(x) for x in items]
-    chunk = max(1, math.ceil(len(items) / (workers * 2)))
+    chunk = max(1, math.ceil(len(items) / (workers * 8)))
     try:
         return list(_pool(workers).map(fn, items, chunksize=chunk))
     except BrokenProcessPool:
@@ -556,9 +623,10 @@ def _render_series(
     """Order the files along the slice normal, select slices, render them (in ``workers`` processes).
 
     When every file will be rendered anyway (the selection covers all single-frame files), each
-    file is read, hashed and rendered in one pass; otherwise headers are read first and only the
-    selected slices are decoded. An ``auto`` (percentile) window is taken from the middle slice
-    and applied to the whole series.
+    file is read once — header, hash and pixels in one pass — and rendered; otherwise headers are
+    read first and only the selected slices are decoded. An ``auto`` (percentile) window is taken
+    from the middle slice and applied to the whole series. Frames of multi-frame files follow
+    :func:`core.dicom.frame_order`.
     """
     labels = [f"{name}[{i}]" if name else _label(s) for i, s in enumerate(sources)]
     for s, label in zip(sources, labels):
@@ -575,9 +643,9 @@ def _render_series(
     scanned = _map(_file_task, [task(i, 0, window, one_pass) for i in range(len(sources))], workers)
     headers = [h for h, _, _ in scanned]
     order = slice_order(headers, labels)
-    slices: list[tuple[int, int]] = []  # (file index, frame index) along the normal
+    slices: list[tuple[int, int]] = []  # (file index, stored frame index) along the normal
     for i in order:
-        slices.extend((i, f) for f in range(frame_count(headers[i], labels[i])))
+        slices.extend((i, f) for f in headers[i]["_frame_order"])
     chosen = select_frames(spec.frames, len(slices), max_images=max_images, label=labels[order[0]])
     reasons = [_apply_policy(headers[slices[k][0]], policy, labels[slices[k][0]]) for k in chosen]
     reason = next((r for r in reasons if r), None)
@@ -598,5 +666,6 @@ def _render_series(
     for k, r in zip(rest, _map(_slice_task, [task(*slices[k], window) for k in rest], workers)):
         results[k] = r
     digest = hashlib.sha256("".join(scanned[i][1] for i in order).encode()).hexdigest()
-    ref = headers[slices[middle][0]]
+    ref_file = slices[middle][0]
+    ref = {**headers[ref_file], "_meta": _reference_metadata(sources[ref_file], labels[ref_file], limits)}
     return _finish([results[k] for k in chosen], chosen, len(slices), ref, "series", digest, spec, budget, reason)
