@@ -1,7 +1,7 @@
 """Packing benchmark: packed vs padded batches, low vs high resolution, measured side by side in one run.
 
     python bench/packing.py                       # CPU: bench preset (20–50M) + tiny preset, ~3–5 min
-    python bench/packing.py --device cuda         # GPU: FlexAttention document mask (or flash-attn varlen)
+    python bench/packing.py --device cuda --check # GPU: FlexAttention document mask (or flash-attn varlen), bf16
     python bench/packing.py --quick               # fewer steps (smoke)
 
 The mixture (seeded, stated here so the numbers can be reproduced):
@@ -91,6 +91,13 @@ WORDS = [
 ]
 
 
+BACKEND_LABEL = {
+    "sdpa": "block-diagonal mask, SDPA",
+    "flex_attention": "FlexAttention document mask, compiled, rows padded to max_length",
+    "flash_attention_2": "flash-attn varlen",
+    "varlen_sdpa": "per-sample SDPA",
+}
+
 # --------------------------------------------------------------------------- the mixture
 
 
@@ -157,21 +164,24 @@ def padded_efficiency(lengths: list[int], batch: int, seed: int, multiple: int =
 
 
 def interleaved_throughput(
-    runs: dict[str, tuple], dataset, collator, *, device: str, warmup: int = 1
+    runs: dict[str, tuple], dataset, collators: dict, *, device: str, dtype: torch.dtype, warmup: int = 1
 ) -> dict[str, float]:
     """Real tokens/s of forward + backward + AdamW for several modes, timed step by step in turn.
 
-    ``runs``: ``{mode: (model, backend, batches)}``. Steps alternate between the modes (packed step,
-    padded step, …) so that load from other processes on a shared machine hits every mode alike.
+    ``runs``: ``{mode: (model, backend, batches)}``; ``collators``: ``{mode: PackCollator}``. Steps
+    alternate between the modes (packed step, padded step, …) so that load from other processes on a
+    shared machine hits every mode alike. ``dtype`` bf16 runs the forward pass under autocast (fp32
+    master weights, as the HF Trainer's ``bf16=True`` does).
     """
     from training.collator import real_tokens
 
     optims = {
         id(m): torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-5) for m, _, _ in runs.values()
     }
-    encoded = {k: [collator([dataset[p] for p in b]) for b in batches] for k, (_, _, batches) in runs.items()}
+    encoded = {k: [collators[k]([dataset[p] for p in b]) for b in batches] for k, (_, _, batches) in runs.items()}
     tokens = dict.fromkeys(runs, 0)
     elapsed = dict.fromkeys(runs, 0.0)
+    autocast = torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32)
     for step in range(max(len(v) for v in encoded.values())):
         for mode, (model, backend, _) in runs.items():
             if step >= len(encoded[mode]):
@@ -179,11 +189,13 @@ def interleaved_throughput(
             batch = encoded[mode][step]
             inputs = {key: (v.to(device) if torch.is_tensor(v) else v) for key, v in batch.items()}
             boundaries = inputs.pop("pack_boundaries")
-            inputs.update(boundaries.attention_inputs(backend, dtype=torch.float32, device=device))
             if device == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            loss = model(**inputs, use_cache=False).loss
+            # The mask is built inside the timed step: the training loop builds one per batch too.
+            inputs.update(boundaries.attention_inputs(backend, dtype=torch.float32, device=device))
+            with autocast:
+                loss = model(**inputs, use_cache=False).loss
             loss.backward()
             optims[id(model)].step()
             optims[id(model)].zero_grad(set_to_none=True)
@@ -195,10 +207,81 @@ def interleaved_throughput(
     return {k: tokens[k] / elapsed[k] for k in runs}
 
 
+def load_model(path: Path, backend: str, device: str):
+    from transformers import AutoModelForImageTextToText
+
+    from training.attention import load_implementation
+
+    torch.manual_seed(0)
+    return (
+        AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch.float32, attn_implementation=load_implementation(backend)
+        )
+        .to(device)
+        .train()
+    )
+
+
+def check_equivalence(path: Path, dataset, collator, packs, backends: list[str], device: str) -> dict[str, dict]:
+    """Packed vs unpacked on ``device`` in fp32 (TF32 off): loss relative difference and gradient cosine.
+
+    The reference runs every sample of ``packs`` alone through the SDPA model with its own causal mask
+    (token-weighted loss); each backend then runs the same samples packed. Reports the relative loss
+    difference and the smallest cosine over all parameter tensors with a gradient.
+    """
+    from training.collator import PackCollator
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    samples = [s for p in packs for s in dataset[p]]  # dataset[pack] → that pack's encoded samples
+    ref_model = load_model(path, "sdpa", device)
+    counts = [sum(1 for x in s.labels[1:] if x != -100) for s in samples]
+    total = sum(counts)
+    ref_loss = 0.0
+    single = PackCollator(
+        pad_token_id=collator.pad_token_id, image_token_id=collator.image_token_id, pad_to_multiple_of=1
+    )
+    for s, n in zip(samples, counts, strict=True):
+        b = single([[s]])
+        b.pop("pack_boundaries")
+        inputs = {k: v.to(device) for k, v in b.items()}
+        # One sample alone: plain causal attention (no packing mask at all).
+        loss = ref_model(**inputs, use_cache=False).loss * (n / total)
+        loss.backward()
+        ref_loss += loss.item()
+    ref = {n: p.grad.detach().clone() for n, p in ref_model.named_parameters() if p.grad is not None}
+    del ref_model
+    out: dict[str, dict] = {}
+    for backend in backends:
+        try:
+            model = load_model(path, backend, device)
+            batch = collator([dataset[p] for p in packs])
+            boundaries = batch.pop("pack_boundaries")
+            inputs = {k: v.to(device) for k, v in batch.items()}
+            inputs.update(boundaries.attention_inputs(backend, dtype=torch.float32, device=device))
+            loss = model(**inputs, use_cache=False).loss
+            loss.backward()
+            cos = [
+                torch.nn.functional.cosine_similarity(p.grad.flatten(), ref[n].flatten(), dim=0).item()
+                for n, p in model.named_parameters()
+                if n in ref and p.grad is not None and ref[n].norm() > 0
+            ]
+            out[backend] = {
+                "rel_loss": abs(loss.item() - ref_loss) / ref_loss,
+                "min_cos": min(cos),
+                "tensors": len(cos),
+            }
+            del model
+        except Exception as e:  # noqa: BLE001 — report every backend, whichever fails
+            out[backend] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+    return out
+
+
 def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[str, float]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
     from core.tiny import ensure_tiny_model
+    from training.attention import static_pad_length
     from training.collator import PackCollator
     from training.data import StageDataset, budget_from_processor
     from training.stage import DataSource, Stage
@@ -207,26 +290,22 @@ def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[s
     path = ensure_tiny_model(args.cache, preset=preset)
     processor = AutoProcessor.from_pretrained(path)
     base = budget_from_processor(processor)
-    backend = attention_backend("auto") if args.device == "cuda" else "sdpa"
-    model = (
-        AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32, attn_implementation=backend)
-        .to(args.device)
-        .train()
-    )
-    varlen = None
-    if args.device != "cuda":
-        from training.attention import register_varlen_sdpa
-
-        varlen_name = register_varlen_sdpa()
-        varlen = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch.float32, attn_implementation=varlen_name
-        ).train()
-    n_params = sum(p.numel() for p in model.parameters())
+    # Packed rows: the engine's GPU backend (flash-attn varlen, else FlexAttention's document mask) or,
+    # on the CPU, SDPA with the block-diagonal mask; plus varlen_sdpa (per-sample SDPA) everywhere.
+    # Padded rows: SDPA with the usual padding (causal) mask — what a plain HF collator trains with.
+    packed_backend = attention_backend("auto") if args.device == "cuda" else "sdpa"
+    models = {b: load_model(path, b, args.device) for b in dict.fromkeys([packed_backend, "varlen_sdpa", "sdpa"])}
+    n_params = sum(p.numel() for p in models["sdpa"].parameters())
     tok = processor.tokenizer
-    collator = PackCollator(
-        pad_token_id=tok.pad_token_id, image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"), pad_to_multiple_of=8
-    )
-    out: dict[str, float] = {"params": n_params}
+
+    def collator(multiple: int) -> PackCollator:
+        return PackCollator(
+            pad_token_id=tok.pad_token_id,
+            image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+            pad_to_multiple_of=multiple,
+        )
+
+    out: dict[str, float] = {"params": n_params, "packed_backend": packed_backend}
     stages = {
         "low": Stage(
             name="low",
@@ -254,19 +333,28 @@ def bench_model(preset: str, manifest: Path, args: argparse.Namespace) -> dict[s
             [lengths[i] for i in range(len(ds)) if i not in plan.dropped], args.padded_batch, 0
         )
         out[f"{name}_dropped"] = len(plan.dropped)
+        if args.check and name == "low":
+            backends = [b for b in dict.fromkeys([packed_backend, "varlen_sdpa", "sdpa"])]
+            out["check"] = check_equivalence(path, ds, collator(8), plan.packs[:2], backends, args.device)
+            print(f"[{preset}] packed = unpacked: {out['check']}", flush=True)
         steps = args.steps + 1
         packs = plan.packs[:steps]
-        runs = {"packed": (model, backend, [[p] for p in packs])}
-        if varlen is not None:
-            runs["packed_varlen"] = (varlen, "varlen_sdpa", [[p] for p in packs])
+        pad = static_pad_length(packed_backend, stage.max_length, 8)
+        runs = {"packed": (models[packed_backend], packed_backend, [[p] for p in packs])}
+        collators = {"packed": collator(pad)}
+        if packed_backend != "varlen_sdpa":
+            runs["packed_varlen"] = (models["varlen_sdpa"], "varlen_sdpa", [[p] for p in packs])
+            collators["packed_varlen"] = collator(8)
         if name == "high":
             # The same samples, padded: one sample per row, batches of `padded_batch`, shuffled.
             same = [i for p in packs[1:] for i in p]
             random.Random(1).shuffle(same)
             warm = [[(i,) for i in packs[0][: args.padded_batch]]]
             rows = [[(i,) for i in same[b : b + args.padded_batch]] for b in range(0, len(same), args.padded_batch)]
-            runs["padded"] = (model, backend, warm + rows)
-        tps = interleaved_throughput(runs, ds, collator, device=args.device)
+            runs["padded"] = (models["sdpa"], "sdpa", warm + rows)  # causal + padding mask
+            collators["padded"] = collator(8)
+        tps = interleaved_throughput(runs, ds, collators, device=args.device, dtype=args.torch_dtype)
+        print(f"[{preset}] {name}-res tokens/s: " + ", ".join(f"{k} {v:.0f}" for k, v in tps.items()), flush=True)
         out[f"{name}_tps_packed"] = tps["packed"]
         if "packed_varlen" in tps:
             out[f"{name}_tps_packed_varlen"] = tps["packed_varlen"]
@@ -285,10 +373,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--presets", default="bench,tiny")
     ap.add_argument("--cache", default=os.environ.get("INFIMED_TINY_CACHE", "/tmp/infimed-tiny-cache"))
     ap.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
+    ap.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto", help="auto: bf16 autocast on a GPU")
+    ap.add_argument("--check", action="store_true", help="also check packed = unpacked (loss, gradients) per backend")
+    ap.add_argument("--json", type=Path, help="write the measured figures here")
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.quick:
         args.samples, args.steps = 120, 1
+    dtype = args.dtype if args.dtype != "auto" else ("bf16" if args.device == "cuda" else "fp32")
+    args.torch_dtype = torch.bfloat16 if dtype == "bf16" else torch.float32
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -297,8 +390,13 @@ def main(argv: list[str] | None = None) -> int:
         results = {p: bench_model(p, manifest, args) for p in args.presets.split(",")}
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"CPU, {args.threads} thread(s)"
     print(
-        f"\npacking benchmark — {args.samples} samples, max_length {args.max_length}, padded batch {args.padded_batch}, {device}"
+        f"\npacking benchmark — {args.samples} samples, max_length {args.max_length}, padded batch {args.padded_batch}, "
+        f"{device}, {dtype}"
     )
+    if args.json:
+        import json
+
+        args.json.write_text(json.dumps({"device": device, "dtype": dtype, "results": results}, indent=2, default=str))
     for preset, r in results.items():
         print(f"\n[{preset} preset: {r['params'] / 1e6:.1f}M parameters]")
         print(f"{'':34}{'packed':>12}{'padded':>12}{'ratio':>9}")
@@ -307,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r[stage + '_eff_packed'] / r[stage + '_eff_padded']:>8.2f}×")  # fmt: skip
         ratio = r["high_tps_packed"] / r["high_tps_padded"]
         print(f"{'high-res training tokens/s':34}{r['high_tps_packed']:>12.0f}{r['high_tps_padded']:>12.0f}{ratio:>8.2f}×"
-              f"   (packed: {'block-diagonal mask, SDPA' if args.device != 'cuda' else 'GPU varlen/flex'})")  # fmt: skip
+              f"   (packed: {BACKEND_LABEL.get(r['packed_backend'], r['packed_backend'])})")  # fmt: skip
         if "high_tps_packed_varlen" in r:
             ratio_v = r["high_tps_packed_varlen"] / r["high_tps_padded"]
             ratio = max(ratio, ratio_v)
@@ -321,6 +419,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{'packed tokens/s, varlen_sdpa':34}{r['low_tps_packed_varlen']:>12.0f}{r['high_tps_packed_varlen']:>12.0f}"
             )
         print(f"{'samples dropped (over-long)':34}{r['low_dropped']:>12.0f}{r['high_dropped']:>12.0f}")
+        for backend, c in r.get("check", {}).items():
+            verdict = (f"loss rel diff {c['rel_loss']:.1e}, min grad cosine {c['min_cos']:.6f} over {c['tensors']} tensors"
+                       f" — {'OK' if c['rel_loss'] <= 1e-5 and c['min_cos'] >= 0.9999 else 'MISMATCH'}") if "error" not in c else c["error"]  # fmt: skip
+            print(f"{'packed = unpacked, ' + backend:34}{verdict}")
         if preset == "bench":
             eff_ok = min(r["low_eff_packed"], r["high_eff_packed"]) >= 0.95
             print(f"goal packing efficiency ≥ 0.95: {'met' if eff_ok else 'NOT met'}; "

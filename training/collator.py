@@ -145,7 +145,7 @@ class PackBoundaries:
             return {"attention_mask": self.block_causal_mask(device=device)}
         if backend == "eager":
             return {"attention_mask": self.block_causal_mask(dtype=dtype, device=device)}
-        if backend == "flex_attention":
+        if backend in ("flex_attention", "flex_document"):  # flex_document: training/attention.py
             return {"attention_mask": self.flex_block_mask(device)}
         if backend.startswith("flash_attention") or backend == "varlen_sdpa":
             return {"attention_mask": None}
