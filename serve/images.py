@@ -51,6 +51,7 @@ class _Part:
     param: str
     series: str | None = None
     original_url: str | None = None
+    dicom: Any = None  # core.dicom.DicomFile: the header parsed once, reused by core.render
 
 
 @dataclass
@@ -166,7 +167,9 @@ class ImageRewriter:
         records = []
         n_images = 0
         for g, (urls, record) in zip(groups, rendered, strict=True):
-            replace.setdefault((g[0].msg, g[0].idx), []).extend({"type": "image_url", "image_url": {"url": u}} for u in urls)
+            replace.setdefault((g[0].msg, g[0].idx), []).extend(
+                {"type": "image_url", "image_url": {"url": u}} for u in urls
+            )
             drop.update((p.msg, p.idx) for p in g[1:])
             records.append(record)
             n_images += len(urls)
@@ -200,31 +203,60 @@ class ImageRewriter:
                 if isinstance(iu, str):
                     iu = {"url": iu}
                 if not isinstance(iu, dict) or not isinstance(iu.get("url"), str):
-                    raise APIError(400, "image_url must be an object with a string 'url'", param=param, code="invalid_image_url")
+                    raise APIError(
+                        400, "image_url must be an object with a string 'url'", param=param, code="invalid_image_url"
+                    )
                 url: str = iu["url"]
                 spec = None
                 if iu.get("dicom") is not None:
                     if not isinstance(iu["dicom"], dict):
-                        raise APIError(400, "'dicom' options must be an object", param=f"{param}.dicom", code="invalid_dicom_options")
+                        raise APIError(
+                            400,
+                            "'dicom' options must be an object",
+                            param=f"{param}.dicom",
+                            code="invalid_dicom_options",
+                        )
                     try:
                         spec = RenderSpec.model_validate(iu["dicom"])
                     except ValidationError as e:
-                        msg = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'dicom'}: {x['msg']}" for x in e.errors()[:3])
-                        raise APIError(400, f"invalid 'dicom' options: {msg}", param=f"{param}.dicom", code="invalid_dicom_options") from None
+                        msg = "; ".join(
+                            f"{'.'.join(map(str, x['loc'])) or 'dicom'}: {x['msg']}" for x in e.errors()[:3]
+                        )
+                        raise APIError(
+                            400, f"invalid 'dicom' options: {msg}", param=f"{param}.dicom", code="invalid_dicom_options"
+                        ) from None
                 if url.startswith("data:"):
                     payloads = [self._decode_data_url(url, param)]
                 elif url.startswith(("http://", "https://")):
                     payloads = await self._fetch(url, param)
                 else:
-                    raise APIError(400, "image_url must be a data: URL (base64) or an allowed http(s) URL", param=f"{param}.url", code="invalid_image_url")
+                    raise APIError(
+                        400,
+                        "image_url must be a data: URL (base64) or an allowed http(s) URL",
+                        param=f"{param}.url",
+                        code="invalid_image_url",
+                    )
                 for mime, data in payloads:
                     if len(data) > self.max_image_bytes:
-                        raise APIError(413, f"image is {len(data)} bytes, over the limit of {self.max_image_bytes}", param=param, code="image_too_large")
+                        raise APIError(
+                            413,
+                            f"image is {len(data)} bytes, over the limit of {self.max_image_bytes}",
+                            param=param,
+                            code="image_too_large",
+                        )
                     kind = "dicom" if (mime in _DICOM_MIMES or spec is not None) else "image"
                     if kind == "image" and mime not in _IMAGE_MIMES and mime is not None:
                         raise APIError(400, f"unsupported image type {mime!r}: use image/png, image/jpeg, image/webp or application/dicom",
                                        param=f"{param}.url", code="unsupported_image_type")  # fmt: skip
-                    p = _Part(mi, pi, kind, data, spec, param, original_url=url if kind == "image" and url.startswith("data:") else None)
+                    p = _Part(
+                        mi,
+                        pi,
+                        kind,
+                        data,
+                        spec,
+                        param,
+                        original_url=url if kind == "image" and url.startswith("data:") else None,
+                    )
                     if kind == "dicom":
                         p.series = self._series_uid(p)
                     parts.append(p)
@@ -232,13 +264,20 @@ class ImageRewriter:
 
     def _decode_data_url(self, url: str, param: str) -> tuple[str | None, bytes]:
         header, sep, payload = url.partition(",")
-        fields = header[len("data:"):].split(";")
+        fields = header[len("data:") :].split(";")
         if not sep or "base64" not in fields[1:] or len(header) > 200:
-            raise APIError(400, "image data URL must look like data:<mime>;base64,<data>", param=f"{param}.url", code="invalid_data_url")
+            raise APIError(
+                400,
+                "image data URL must look like data:<mime>;base64,<data>",
+                param=f"{param}.url",
+                code="invalid_data_url",
+            )
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise APIError(400, "image data URL is not valid base64", param=f"{param}.url", code="invalid_base64") from None
+            raise APIError(
+                400, "image data URL is not valid base64", param=f"{param}.url", code="invalid_base64"
+            ) from None
         if not data:
             raise APIError(400, "image data URL is empty", param=f"{param}.url", code="invalid_data_url")
         return (fields[0].strip().lower() or None), data
@@ -256,31 +295,43 @@ class ImageRewriter:
         try:
             async with client.stream("GET", url, timeout=self.fetch_timeout, follow_redirects=False) as r:
                 if r.status_code != 200:
-                    raise APIError(400, f"fetching the image failed with HTTP {r.status_code}", param=f"{param}.url", code="remote_fetch_failed")
+                    raise APIError(
+                        400,
+                        f"fetching the image failed with HTTP {r.status_code}",
+                        param=f"{param}.url",
+                        code="remote_fetch_failed",
+                    )
                 buf = bytearray()
                 async for chunk in r.aiter_bytes():
                     buf += chunk
                     if len(buf) > self.max_image_bytes:
-                        raise APIError(413, "remote image is over the size limit", param=f"{param}.url", code="image_too_large")
+                        raise APIError(
+                            413, "remote image is over the size limit", param=f"{param}.url", code="image_too_large"
+                        )
                 ctype = r.headers.get("content-type", "")
                 mime = ctype.split(";")[0].strip().lower() or None
                 if mime == "multipart/related":
                     return _split_multipart(ctype, bytes(buf), param)
                 return [(mime, bytes(buf))]
         except httpx.HTTPError as e:
-            raise APIError(400, f"fetching the image failed: {type(e).__name__}", param=f"{param}.url", code="remote_fetch_failed") from None
+            raise APIError(
+                400, f"fetching the image failed: {type(e).__name__}", param=f"{param}.url", code="remote_fetch_failed"
+            ) from None
         finally:
             if own:
                 await client.aclose()
 
     def _series_uid(self, p: _Part) -> str | None:
-        from core.dicom import read_dicom
+        """Parse the part's DICOM header (once: ``p.dicom`` goes to ``core.render`` as is) and return its series."""
+        from core.dicom import DecodeLimits, parse_header
         from core.render import RenderError
 
+        limits = DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
         try:
-            ds = read_dicom(p.data, name=p.param, stop_before_pixels=True)
+            p.dicom = parse_header(p.data, name=p.param, limits=limits)
         except RenderError as e:
             raise APIError(400, f"not a readable DICOM file: {_safe(e)}", param=p.param, code="invalid_dicom") from None
+        ds = p.dicom.header
         uid = getattr(ds, "SeriesInstanceUID", None)
         frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
         # A multi-frame object is its own group; single-frame files of one series are grouped.
@@ -293,20 +344,25 @@ class ImageRewriter:
 
         spec = group[0].spec
         h = hashlib.sha256()
-        for p in group:
-            h.update(hashlib.sha256(p.data).digest())
+        for p in group:  # a DicomFile hashes its bytes once, for this key and the render record alike
+            h.update(bytes.fromhex(p.dicom.sha256) if p.dicom is not None else hashlib.sha256(p.data).digest())
         key = json.dumps([h.hexdigest(), spec.model_dump(exclude_none=True) if spec else None, cap,
                           self.budget.min_pixels, self.budget.max_pixels])  # fmt: skip
         hit = self.cache.get(key)
         if hit is not None:
             return hit
         limits = DecodeLimits(max_bytes=self.max_image_bytes, max_pixels=self.max_image_pixels)
-        source: Any = [p.data for p in group] if len(group) > 1 else group[0].data
+        sources = [p.dicom if p.dicom is not None else p.data for p in group]
+        source: Any = sources if len(group) > 1 else sources[0]
         try:
-            images, record = render(source, spec, self.budget, max_images=cap, policy="refuse", limits=limits, name=group[0].param)
+            images, record = render(
+                source, spec, self.budget, max_images=cap, policy="refuse", limits=limits, name=group[0].param
+            )
         except RenderError as e:
             code = type(e).__name__.removesuffix("Error").lower() or "render"
-            raise APIError(400, _safe(e), param=group[0].param, code=f"{code}_error" if code != "render" else "render_error") from None
+            raise APIError(
+                400, _safe(e), param=group[0].param, code=f"{code}_error" if code != "render" else "render_error"
+            ) from None
         urls = []
         for img in images:
             if group[0].kind == "image" and not record.resized and group[0].original_url is not None:
@@ -326,12 +382,18 @@ def _split_multipart(content_type: str, body: bytes, param: str) -> list[tuple[s
     import email.policy
 
     if "boundary=" not in content_type:
-        raise APIError(400, "the remote multipart answer has no boundary", param=f"{param}.url", code="remote_fetch_failed")
-    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        raise APIError(
+            400, "the remote multipart answer has no boundary", param=f"{param}.url", code="remote_fetch_failed"
+        )
+    msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body
+    )
     parts = [(p.get_content_type().lower(), p.get_payload(decode=True) or b"") for p in msg.iter_parts()]
     parts = [(m, d) for m, d in parts if d]
     if not parts:
-        raise APIError(400, "the remote multipart answer holds no instances", param=f"{param}.url", code="remote_fetch_failed")
+        raise APIError(
+            400, "the remote multipart answer holds no instances", param=f"{param}.url", code="remote_fetch_failed"
+        )
     return parts
 
 

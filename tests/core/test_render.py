@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _files import tf  # noqa: E402
+from _files import tf
 
-from core.budget import PixelBudget  # noqa: E402
-from core.dicom import DecodeLimits  # noqa: E402
-from core.manifest import RenderSpec  # noqa: E402
-from core.render import BurnedInTextError, DicomError, RenderError, RenderRecord, render  # noqa: E402
+from core.budget import PixelBudget
+from core.dicom import DecodeLimits
+from core.manifest import RenderSpec
+from core.render import BurnedInTextError, DicomError, RenderError, RenderRecord, render
 
 BUDGET = PixelBudget(min_pixels=56 * 56, max_pixels=448 * 448)
 SKIMAGE_DATA = Path(__import__("skimage").__file__).parent / "data"
@@ -241,5 +241,45 @@ def test_series_subset_and_one_auto_window_for_all_slices(tmp_path) -> None:
         paths[3], RenderSpec(window={"center": record.windows[0][0].center, "width": record.windows[0][0].width}), None
     )
     assert single[0].tobytes() == images[1].tobytes()  # the middle selected slice is slice 3 along z
-    all_images, all_record = render(paths, None, None, max_images=7)
+    _all_images, all_record = render(paths, None, None, max_images=7)
     assert len({(w[0].center, w[0].width) for w in all_record.windows}) == 1
+
+
+def test_a_parsed_header_is_rendered_without_parsing_again(monkeypatch) -> None:
+    from core.dicom import parse_header
+
+    names = ["CT_small.dcm", "MR_small_RLE.dcm", "693_J2KI.dcm", "MR_small_bigendian.dcm", "emri_small.dcm"]
+    files = {n: parse_header(Path(tf(n)).read_bytes(), name=n) for n in names}
+    series = [parse_header(Path(p).read_bytes()) for p in _ct5n()]
+    calls: list[bool] = []
+    real = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: calls.append(True) or real(*a, **k))
+    rendered = {n: render(f, RenderSpec(frames="uniform:2"), BUDGET) for n, f in files.items()}
+    series_images, series_record = render(series, RenderSpec(window="lung"), BUDGET, max_images=5)
+    # Big-endian data is the one case parsed again as a whole (pydicom's reader cannot resume it).
+    assert len(calls) == 1
+    monkeypatch.setattr(pydicom, "dcmread", real)
+    for n in names:
+        images, record = render(Path(tf(n)).read_bytes(), RenderSpec(frames="uniform:2"), BUDGET, name=n)
+        assert [im.tobytes() for im in rendered[n][0]] == [im.tobytes() for im in images], n
+        assert rendered[n][1] == record and record.sha256 == hashlib.sha256(Path(tf(n)).read_bytes()).hexdigest()
+    from_bytes, bytes_record = render(
+        [Path(p).read_bytes() for p in _ct5n()], RenderSpec(window="lung"), BUDGET, max_images=5
+    )
+    assert [im.tobytes() for im in series_images] == [im.tobytes() for im in from_bytes]
+    assert series_record == bytes_record
+
+
+def test_resize_is_close_to_pillow_bicubic_and_exact_for_integer_factors() -> None:
+    from core.render import resize_uint8
+
+    images, _ = render(tf("CT_small.dcm"), RenderSpec(window="lung"), None)
+    arr = np.asarray(images[0])[..., 0]
+    for size in ((112, 112), (100, 60), (256, 256), (64, 64)):
+        ours = resize_uint8(arr, size).astype(int)
+        pillow = np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.BICUBIC)).astype(int)
+        assert ours.shape == (size[1], size[0]) and np.abs(ours - pillow).mean() < 1.5, size
+    # An integer factor is an exact box mean (2×2 → 1), no interpolation on top.
+    box = arr.reshape(64, 2, 64, 2).astype(float).mean(axis=(1, 3))
+    assert np.abs(resize_uint8(arr, (64, 64)).astype(float) - box).max() <= 0.5
+    assert resize_uint8(arr, (128, 128)) is arr
