@@ -14,6 +14,7 @@ that reach a model go through ``core.render``.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 STATS_SIDE = 512
+READ_ONCE_MAX = 64 << 20  # bytes read whole for hashing + decoding; larger files are streamed
 # Attributes whose presence means the file is not de-identified (PS3.15 Basic Profile, the direct ones).
 HEADER_PHI_TAGS = (
     "PatientName",
@@ -77,6 +79,15 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _read_once(path: Path) -> tuple[bytes | None, str]:
+    """(bytes, sha256): one read serves the hash and the decoder. Files over ``READ_ONCE_MAX`` are
+    hashed in chunks and decoded from the path instead (bytes None), to bound memory."""
+    if path.stat().st_size > READ_ONCE_MAX:
+        return None, file_sha256(path)
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
 
 
 def _phash(gray: np.ndarray) -> str:
@@ -135,13 +146,13 @@ def _burned_in_reason(ds: Any) -> str | None:
     return burned_in_reason(ds)
 
 
-def analyse_dicom(path: Path, info: ImageInfo) -> None:
-    """Fill ``info`` from a DICOM file (header first, then pixels)."""
+def analyse_dicom(path: Path, info: ImageInfo, data: bytes | None = None) -> None:
+    """Fill ``info`` from a DICOM file (header first, then pixels); ``data``: its bytes when already read."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(io.BytesIO(data) if data is not None else path)
     except (InvalidDicomError, OSError, ValueError, EOFError, AttributeError) as e:
         info.error = f"not a readable DICOM file ({type(e).__name__})"
         return
@@ -202,12 +213,12 @@ def analyse_dicom(path: Path, info: ImageInfo) -> None:
     info.gray = _shrink(np.ascontiguousarray(gray))
 
 
-def analyse_picture(path: Path, info: ImageInfo) -> None:
-    """Fill ``info`` from a PNG/JPEG/TIFF… file."""
+def analyse_picture(path: Path, info: ImageInfo, data: bytes | None = None) -> None:
+    """Fill ``info`` from a PNG/JPEG/TIFF… file; ``data``: its bytes when already read."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data) if data is not None else path) as im:
             info.width, info.height = im.size
             info.frames = int(getattr(im, "n_frames", 1) or 1)
             if im.format == "JPEG":
@@ -226,17 +237,6 @@ def analyse_picture(path: Path, info: ImageInfo) -> None:
     info.gray = _shrink(np.ascontiguousarray(gray))
 
 
-def _is_dicom(path: Path) -> bool:
-    if path.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    return head[128:132] == b"DICM"
-
-
 def analyse_image(path: Path, kind: str, files: list[Path] | None = None) -> ImageInfo:
     """Decode and measure one image slot. Never raises for bad data: ``ImageInfo.error`` says what failed."""
     info = ImageInfo(path=str(path), kind=kind)
@@ -250,16 +250,21 @@ def analyse_image(path: Path, kind: str, files: list[Path] | None = None) -> Ima
         info.error = "file not found"
         return info
     try:
-        info.sha256 = file_sha256(target)
+        data, info.sha256 = _read_once(target)
     except OSError as e:
         info.error = f"cannot read file ({e.strerror})"
         return info
-    if kind in ("dicom", "series") or _is_dicom(target):
-        analyse_dicom(target, info)
+    if data is None:
+        with target.open("rb") as fh:
+            head = fh.read(132)
+    else:
+        head = data[:132]
+    if kind in ("dicom", "series") or target.suffix.lower() in (".dcm", ".dicom") or head[128:132] == b"DICM":
+        analyse_dicom(target, info, data)
         if kind == "series" and files:
             info.frames = max(info.frames, len(files))
     else:
-        analyse_picture(target, info)
+        analyse_picture(target, info, data)
     if info.gray is not None:
         if info.gray.size == 0 or info.gray.ndim != 2:
             info.error, info.gray = "image has no pixels", None

@@ -118,11 +118,19 @@ def score_shard(
     return out
 
 
-def _worker_shard(task: tuple[int, int, list[dict[str, Any]], str]) -> tuple[int, int]:
-    shard, start, samples, state_dir = task
-    records = score_shard(shard, start, samples, _WORKER["recipe"], _WORKER["salt"])
-    atomic_write_jsonl(Path(state_dir) / "shards" / f"shard-{shard:05d}.jsonl", records)
-    return shard, len(records)
+def _worker_piece(task: tuple[int, int, int, list[dict[str, Any]]]) -> tuple[int, int, list[dict[str, Any]]]:
+    shard, piece, start, samples = task
+    return shard, piece, score_shard(shard, start, samples, _WORKER["recipe"], _WORKER["salt"])
+
+
+def piece_size(n_samples: int, workers: int) -> int:
+    """Samples per task handed to a worker: about 8 tasks per worker, 4…32 samples each.
+
+    A shard (``run.shard_size``) is the unit of resume and stays independent of ``--workers``; the tasks
+    are smaller, so a run of a few shards still uses every worker and no worker idles at the end while
+    another finishes a whole shard (on a shared machine one worker is often slower).
+    """
+    return max(4, min(32, -(-n_samples // (8 * workers))))
 
 
 def _mp_context() -> mp.context.BaseContext:
@@ -215,11 +223,25 @@ def score_all(
                 atomic_write_jsonl(shard_dir / f"shard-{k:05d}.jsonl", records)
                 bar.update(len(records))
         else:
+            # Workers get small pieces of shards and send their records back; this process writes a
+            # shard once all its pieces are in (pickling a record costs ~0.3 % of scoring it).
+            size = piece_size(sum(len(t[2]) for t in todo), workers)
+            tasks = [
+                (k, j, s + o, items[o : o + size])
+                for k, s, items in todo
+                for j, o in enumerate(range(0, len(items), size))
+            ]
+            missing = Counter(k for k, *_ in tasks)
+            parts: dict[int, dict[int, list[dict[str, Any]]]] = {}
             ctx = _mp_context()
-            tasks = [(k, s, items, str(state)) for k, s, items in todo]
             with ctx.Pool(workers, initializer=_init_worker, initargs=(recipe.model_dump_json(), salt)) as pool:
-                for _k, n in pool.imap_unordered(_worker_shard, tasks):
-                    bar.update(n)
+                for k, j, records in pool.imap_unordered(_worker_piece, tasks):
+                    parts.setdefault(k, {})[j] = records
+                    missing[k] -= 1
+                    if not missing[k]:
+                        done = [r for _, rs in sorted(parts.pop(k).items()) for r in rs]
+                        atomic_write_jsonl(shard_dir / f"shard-{k:05d}.jsonl", done)
+                    bar.update(len(records))
     finally:
         bar.close()
     return len(todo), skipped

@@ -249,3 +249,19 @@ def test_phantoms_are_kept_with_their_patient_splits(tmp_path: Path, recipe_fact
         assert s.resolve(out, s.images[0]).is_file()
     assert len(splits) == 4 and all(len(v) == 1 for v in splits.values())
     assert (out / "kept.jsonl").stat().st_mode & 0o044  # readable like any new file, not 0600
+
+
+def test_workers_share_a_shard_in_pieces(crafted: Path, tmp_path: Path, default_run) -> None:
+    """One big shard is still scored by every worker (pieces of 4); the shard file keeps the input order."""
+    from curation.pipeline import piece_size
+
+    from .conftest import test_recipe
+
+    assert piece_size(15, 2) == 4 and piece_size(256, 2) == 16 and piece_size(100_000, 8) == 32
+    _, a_out, _, _ = default_run
+    one_shard = test_recipe(**{"budget.max_length": 700, "keep.threshold": 0.3, "run.shard_size": 64})
+    r = curate(one_shard, [InputSpec(crafted)], tmp_path / "c", workers=2, progress=False)
+    assert r.shards_run == 1
+    (shard,) = (tmp_path / "c" / ".state" / "shards").glob("shard-*.jsonl")
+    assert [rec["index"] for rec in read_jsonl(shard)] == list(range(15))
+    assert (a_out / "kept.jsonl").read_text() == (tmp_path / "c" / "kept.jsonl").read_text()
