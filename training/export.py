@@ -317,7 +317,8 @@ def write_merged(model_dir: str | Path, out_dir: str | Path, *, dtype: str | Non
     cfg = json.loads(cfg_path.read_text())
     for c in (cfg, cfg.get("text_config")):
         if isinstance(c, dict):
-            c["use_cache"] = True
+            if "use_cache" in c:
+                c["use_cache"] = True
             if dtype:
                 c.pop("torch_dtype", None)
                 c["dtype"] = dtype

@@ -85,6 +85,7 @@ def write_taught_data(folder: Path) -> Path:
         # "<image>" directly followed by the question renders exactly like the served request
         # (an image part, then a text part) under the model's chat template.
         "messages": [{"role": "user", "content": f"<image>{QUESTION}"}, {"role": "assistant", "content": ANSWER}],
+        "meta": {"answer": ANSWER, "answer_type": "open", "question_type": "text", "source": "taught-fixture"},
     }
     path = folder / "manifest.jsonl"
     write_manifest(path, [sample])
