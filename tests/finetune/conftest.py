@@ -21,6 +21,13 @@ def infimed_cache() -> str:
 
 
 @pytest.fixture(scope="session")
+def processor(tiny_model_dir: Path):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
 def smoke_run(infimed_cache, tmp_path_factory) -> Path:
     """`infimed finetune run` on the CPU smoke pipeline (three stages on phantom VQA), straight through."""
     import torch
