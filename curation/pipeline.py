@@ -350,6 +350,11 @@ def curate(
     progress: bool = True,
 ) -> CurationResult:
     """Run a whole curation (see the module docstring for the outputs). Source data is never modified."""
+    from curation.scorers import optional_problems
+
+    problems = optional_problems(recipe.scorers)
+    if problems:
+        raise CurationError("the recipe asks for scorers this installation cannot run:\n  " + "\n  ".join(problems))
     output = Path(output).resolve()
     state = output / ".state"
     state.mkdir(parents=True, exist_ok=True)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from core.manifest import Sample
 from curation.features import analyse_image
+from curation.recipe import Recipe
 from curation.scorers import SCORERS, SampleContext, run_scorer
 
 from .conftest import make_image, vqa
@@ -157,3 +160,91 @@ def test_bad_scorer_params_name_the_scorer(imgs) -> None:
 def test_clip_scorer_needs_a_local_model_folder(imgs, tmp_path) -> None:
     with pytest.raises(ValueError, match="cannot load a local CLIP-style model"):
         run_scorer("consistency.clip", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"model": str(tmp_path / "none")})
+
+
+def _tiny_clip(folder: Path) -> Path:
+    """A CLIP model with random weights, built from a config with a byte-level vocabulary (no download)."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars)} | {c + "</w>": len(chars) + i for i, c in enumerate(chars)}
+    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    image = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image, tokenizer=CLIPTokenizer(vocab=vocab, merges=[])).save_pretrained(folder)
+    layer = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    config = CLIPConfig(text_config={"vocab_size": len(vocab), "max_position_embeddings": 77, **layer},
+                        vision_config={"image_size": 32, "patch_size": 8, **layer}, projection_dim=16)  # fmt: skip
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.slow
+def test_clip_scorer_runs_a_local_model(imgs, tmp_path) -> None:
+    """The CLIP path end to end with a tiny random model: loads from the folder only, returns a score in [0, 1]
+    and the similarity in its reason (real weights give meaningful similarities; these give noise)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    model = _tiny_clip(tmp_path / "clip")
+    ctx = ctx_for(vqa("a", imgs["sharp"], "Is there a nodule on this chest CT?", "Yes, in the left lung."))
+    s = run_scorer("consistency.clip", ctx, {"model": str(model)})
+    assert 0.0 <= s.score <= 1.0 and s.reason.startswith("CLIP similarity ")
+    sim = float(s.reason.rsplit(" ", 1)[1])
+    assert -1.0 <= sim <= 1.0
+    assert run_scorer("consistency.clip", ctx, {"model": str(model)}).reason == s.reason  # deterministic
+
+
+def _burned_in_picture(path: Path, text: str | None) -> Path:
+    from PIL import ImageDraw, ImageFont
+
+    img = Image.new("L", (512, 512), 20)
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((150, 150, 350, 350), fill=120)
+    if text:
+        draw.text((20, 20), text, fill=255, font=ImageFont.load_default(size=28))
+    img.save(path)
+    return path
+
+
+def test_ocr_finds_burned_in_identifiers(tmp_path) -> None:
+    """With the optional rapidocr-onnxruntime installed: text with a date/ID burned into the pixels trips the
+    ``burned_in_annotation`` gate; a picture without text passes. Skipped where the package is absent."""
+    pytest.importorskip("rapidocr_onnxruntime")
+    marked = _burned_in_picture(tmp_path / "marked.png", "DOE^JOHN  MRN 12345678  2021-03-04")
+    clean = _burned_in_picture(tmp_path / "clean.png", None)
+    s = run_scorer("safety.burned_in", ctx_for(vqa("a", str(marked), "Nodule?", "Yes.")), {"ocr": True})
+    assert s.score == 0.0 and "burned_in_annotation" in s.flags and "characters of burned-in text" in s.reason
+    assert "12345678" not in s.reason and "DOE" not in s.reason  # the reason names kinds, never the text
+    c = run_scorer("safety.burned_in", ctx_for(vqa("b", str(clean), "Nodule?", "Yes.")), {"ocr": True})
+    assert c.score == 1.0 and not c.flags
+
+
+def test_optional_scorers_are_checked_before_a_run(tmp_path) -> None:
+    """An OCR or CLIP scorer this installation cannot run stops the run at the start, naming what is missing;
+    the default recipe needs neither."""
+    import importlib.util
+
+    from curation import CurationError, InputSpec, curate
+    from curation.scorers import optional_problems
+
+    from .conftest import test_recipe
+
+    assert optional_problems(test_recipe().scorers) == []
+    data = test_recipe().model_dump()
+    for spec in data["scorers"]:
+        if spec["name"] == "safety.burned_in":
+            spec["params"] = {"ocr": True}
+    data["scorers"].append({"name": "consistency.clip", "params": {"model": str(tmp_path / "no-model")}})
+    recipe = Recipe.model_validate(data)
+    problems = optional_problems(recipe.scorers)
+    has_ocr = importlib.util.find_spec("rapidocr_onnxruntime") is not None
+    assert len(problems) == (1 if has_ocr else 2)
+    assert any("no-model" in p and "nothing is downloaded" in p for p in problems)
+    assert has_ocr or any("pip install rapidocr-onnxruntime" in p for p in problems)
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(vqa("a", None, "Is it normal?", "Yes.")) + "\n")
+    with pytest.raises(CurationError, match="cannot run"):
+        curate(recipe, [InputSpec(src)], tmp_path / "out", workers=1, progress=False)
+    assert not (tmp_path / "out" / ".state").exists()  # stopped before any work
