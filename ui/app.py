@@ -15,7 +15,7 @@ import asyncio
 import html
 import logging
 import os
-import shutil
+import ssl
 import tempfile
 import time
 import uuid
@@ -27,13 +27,14 @@ from typing import Any
 import gradio as gr
 
 from ui._html import CSS, options, preview_html, settings_lines, study_html, study_key
-from ui.api import APIClient, APIFailure
+from ui.api import APIClient, APIFailure, pinned_context
 from ui.examples import Example, available_examples
 from ui.feedback import FeedbackStore
 from ui.ingest import ingest_uploads
+from ui.isolation import SessionMismatch, guard_mount, login_keys, sweep_raw_uploads
 from ui.messages import WINDOW_PRESETS, ImagingOptions, StreamText, Turn, build_messages, chat_display, image_parts
 from ui.report import INTENDED_USE, ReportStamp, write_report
-from ui.sessions import Session, Sessions, safe_key
+from ui.sessions import Session, Sessions
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ class UIConfig:
     work_dir: Path | None = (
         None  # private temp root: upload cache, sessions, exports (deleted); None = a fresh temp dir
     )
+    api_verify: bool | str | ssl.SSLContext = True  # TLS trust for the API: system CAs, a CA file, a context
     concurrency: int = 64  # events of one kind served at once (Gradio's default is 1)
     default_max_tokens: int = 512
     title: str = "InfiMed — clinician assistant"
@@ -81,12 +83,19 @@ def build_ui(config: UIConfig) -> Any:
     cache.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.environ["GRADIO_TEMP_DIR"] = str(cache)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    api = APIClient(config.api_url, config.api_key)
-    sessions = Sessions(config.work_dir / "sessions")
-    exports_root = cache / "exports"  # inside Gradio's cache: served in place, deleted with the session
+    api = APIClient(config.api_url, config.api_key, verify=config.api_verify)
+    # De-identified study files (never served) and, inside Gradio's cache, one download folder per session
+    # (reports), served only to the login that opened the session (ui.isolation); both go when it ends.
+    sessions = Sessions(config.work_dir / "sessions", cache / "s")
     feedback = FeedbackStore(config.data_dir / "feedback")
     examples = available_examples(config.work_dir / "examples")
     version: dict[str, str] = {}
+
+    def session(request: gr.Request) -> Session:
+        try:
+            return sessions.get(request.session_hash, login_keys(getattr(request, "cookies", None) or {}))
+        except SessionMismatch:
+            raise gr.Error("this page belongs to another login: reload it") from None
 
     async def refresh_preview(s: Session, opts: ImagingOptions) -> str:
         if not s.items:
@@ -109,7 +118,8 @@ def build_ui(config: UIConfig) -> Any:
     # ------------------------------------------------------------------ handlers
     async def on_load(request: gr.Request):
         sessions.sweep()
-        sessions.get(request.session_hash)
+        await asyncio.to_thread(sweep_raw_uploads, cache)
+        session(request)
         try:
             names = await api.models()
             version["server"] = await api.version()
@@ -120,8 +130,9 @@ def build_ui(config: UIConfig) -> Any:
 
     async def on_upload(files: list[str] | None, window: str, center: float, width: float, composite: bool, frame_mode: str, frame: float,
                         uniform_n: float, request: gr.Request):  # fmt: skip
-        s = sessions.get(request.session_hash)
+        s = session(request)
         paths = [Path(f) for f in (files or [])]
+        await asyncio.to_thread(sweep_raw_uploads, cache)  # raw uploads a closed tab left behind
         return await load_study(
             s, paths, (window, center, width, composite, frame_mode, frame, uniform_n), delete_sources=True
         )
@@ -146,7 +157,7 @@ def build_ui(config: UIConfig) -> Any:
         if ex is None:
             raise gr.Error("pick an example first")
         controls = (window, center, width, composite, frame_mode, frame, uniform_n)
-        s = sessions.get(request.session_hash)
+        s = session(request)
         try:
             src = await asyncio.to_thread(ex.files, config.work_dir / "examples")  # type: ignore[operator]
         except (FileNotFoundError, OSError, ImportError) as e:
@@ -156,7 +167,7 @@ def build_ui(config: UIConfig) -> Any:
 
     async def on_controls(window: str, center: float, width: float, composite: bool, frame_mode: str, frame: float, uniform_n: float,
                           request: gr.Request):  # fmt: skip
-        s = sessions.get(request.session_hash)
+        s = session(request)
         return await refresh_preview(s, options(window, center, width, composite, frame_mode, frame, uniform_n))
 
     def on_window(preset: str):
@@ -168,7 +179,7 @@ def build_ui(config: UIConfig) -> Any:
     async def on_slider(window: str, center: float, width: float, composite: bool, frame_mode: str, frame: float, uniform_n: float,
                         request: gr.Request):  # fmt: skip
         # Moving centre/width means a custom window.
-        s = sessions.get(request.session_hash)
+        s = session(request)
         opts = options("custom", center, width, composite, frame_mode, frame, uniform_n)
         return "custom", await refresh_preview(s, opts)
 
@@ -176,7 +187,7 @@ def build_ui(config: UIConfig) -> Any:
                   frame: float, uniform_n: float, temperature: float, top_p: float, max_tokens: float | None, ignore_eos: bool,
                   system: str, request: gr.Request):  # fmt: skip
         controls = (window, center, width, composite, frame_mode, frame, uniform_n)
-        s = sessions.get(request.session_hash)
+        s = session(request)
         question = (question or "").strip()
         if not question:
             raise gr.Error("type a question first")
@@ -254,7 +265,7 @@ def build_ui(config: UIConfig) -> Any:
         )
 
     def on_stop(request: gr.Request):
-        s = sessions.get(request.session_hash)
+        s = session(request)
         if s.turns and s.turns[-1].finish_reason is None and not s.turns[-1].error:
             s.turns[-1].stopped = True
             log.info("stop: generation of request %s stopped by the user", s.turns[-1].request_id)
@@ -263,7 +274,7 @@ def build_ui(config: UIConfig) -> Any:
         return chat_display(s.turns), _answer_choices(s), gr.update(interactive=True, value="Ask")
 
     def on_clear(request: gr.Request):
-        s = sessions.get(request.session_hash)
+        s = session(request)
         for t in s.turns:
             t.stopped = t.stopped or t.finish_reason is None  # a running answer ends
         s.turns.clear()
@@ -271,7 +282,7 @@ def build_ui(config: UIConfig) -> Any:
         return [], _answer_choices(s), gr.update(interactive=True, value="Ask")
 
     def on_feedback(answer: str | None, rating: str, comment: str, link: bool, request: gr.Request):
-        s = sessions.get(request.session_hash)
+        s = session(request)
         idx = _answer_index(answer, s)
         code = {"helpful": "up", "not helpful": "down", "flag": "flag"}.get(rating)
         if code is None:
@@ -286,7 +297,7 @@ def build_ui(config: UIConfig) -> Any:
         )
 
     def on_like(data: gr.LikeData, request: gr.Request):
-        s = sessions.get(request.session_hash)
+        s = session(request)
         idx = (data.index[0] if isinstance(data.index, (list, tuple)) else data.index) // 2
         if 0 <= idx < len(s.turns) and data.liked in (True, False):
             feedback.add(s.turns[idx], rating="up" if data.liked else "down")
@@ -294,25 +305,24 @@ def build_ui(config: UIConfig) -> Any:
         return gr.update()
 
     async def on_export(request: gr.Request):
-        s = sessions.get(request.session_hash)
+        s = session(request)
         if not s.turns:
             raise gr.Error("nothing to export: ask a question first")
         if "server" not in version:
             version["server"] = await api.version()
         from infimed import __version__
 
-        paths = write_report(
-            s.turns,
-            ReportStamp(server_version=version["server"], ui_version=__version__),
-            exports_root / safe_key(request.session_hash),
-        )
+        paths = write_report(s.turns, ReportStamp(server_version=version["server"], ui_version=__version__), s.public)
         return [str(p) for p in paths]
 
     def on_unload(request: gr.Request):
-        for t in sessions.get(request.session_hash).turns:
+        s = sessions.peek(request.session_hash)
+        if s is None or (s.owner and not s.owner & login_keys(getattr(request, "cookies", None) or {})):
+            return
+        for t in s.turns:
             t.stopped = t.stopped or t.finish_reason is None  # the tab is gone: end a running answer
-        sessions.end(request.session_hash)
-        shutil.rmtree(exports_root / safe_key(request.session_hash), ignore_errors=True)
+        sessions.end(request.session_hash)  # its study files and its reports
+        log.info("session ended: its files are deleted")
 
     # ------------------------------------------------------------------ layout
     with gr.Blocks(title=config.title, analytics_enabled=False, fill_width=True) as demo:
@@ -339,7 +349,7 @@ def build_ui(config: UIConfig) -> Any:
                         width = gr.Slider(1, 4000, value=400, step=1, label="Width (HU)", elem_id="width")
                     composite = gr.Checkbox(
                         False,
-                        label="CT 3-window composite (lung · soft tissue · bone into R, G, B)",
+                        label="CT 3-window composite (lung · mediastinum · bone into R, G, B)",
                         elem_id="composite",
                     )
                     frame_mode = gr.Radio(
@@ -435,6 +445,8 @@ def build_ui(config: UIConfig) -> Any:
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=None)
     demo.infimed_api = api  # type: ignore[attr-defined]  # for tests and clean shutdown
+    demo.infimed_sessions = sessions  # type: ignore[attr-defined]  # for the mount's guard and tests
+    demo.infimed_cache = cache  # type: ignore[attr-defined]
     return demo
 
 
@@ -468,20 +480,28 @@ def _answer_index(answer: str | None, s: Session) -> int:
 
 
 def mount_ui(app: Any, *, api_url: str | Callable[[], str], api_key: str, username: str, password: str,
-             data_dir: Path | None = None, path: str = "/ui") -> None:  # fmt: skip
+             data_dir: Path | None = None, path: str = "/ui", api_cert: Path | None = None,
+             api_ca_file: Path | None = None) -> None:  # fmt: skip
     """Mount the clinician UI on the FastAPI ``app`` at ``path`` (default ``/ui``) behind a login.
 
     ``api_url`` (``…/v1``) may be a callable returning it, read at the first request (the port of
     ``--port 0`` is known only once the server has started). ``data_dir`` keeps feedback
-    (default :func:`default_data_dir`).
+    (default :func:`default_data_dir`). TLS to the API: ``api_cert`` is the gateway's own certificate
+    when the UI is mounted on an HTTPS gateway (trusted alone, see :func:`ui.api.pinned_context`);
+    ``api_ca_file`` a private CA bundle for a gateway elsewhere; neither: the system's CAs.
     """
     if not username or not password:
         raise ValueError("the UI needs a username and a password")
-    config = UIConfig(api_url=api_url, api_key=api_key, data_dir=data_dir or default_data_dir())
+    verify: bool | str | ssl.SSLContext = (
+        pinned_context(api_cert) if api_cert else str(api_ca_file) if api_ca_file else True
+    )
+    config = UIConfig(api_url=api_url, api_key=api_key, data_dir=data_dir or default_data_dir(), api_verify=verify)
     demo = build_ui(config)
     gr.mount_gradio_app(app, demo, path=path, auth=(username, password), auth_message="InfiMed clinician UI — " + DISCLAIMER,
                         footer_links=[], run_history=False, ssr_mode=False, show_error=True, mcp_server=False,
                         blocked_paths=[str(config.data_dir)], css=CSS, theme=_theme())  # fmt: skip
+    sessions: Sessions = demo.infimed_sessions
+    guard_mount(app, path, cache=demo.infimed_cache, owner_of=sessions.owner_of, served_dirs=sessions.served_dirs)
     app.state.ui = demo  # for tests and introspection; holds no secret the browser could see
     log.info("clinician UI mounted at %s (feedback in %s)", path, config.data_dir)
 
@@ -493,9 +513,8 @@ def _theme() -> Any:
     return gr.themes.Default(font=system, font_mono=mono)
 
 
-def launch_ui(
-    *, api_url: str, api_key: str, host: str, port: int, username: str, password: str, data_dir: Path | None = None
-) -> None:
+def launch_ui(*, api_url: str, api_key: str, host: str, port: int, username: str, password: str,
+              data_dir: Path | None = None, api_ca_file: Path | None = None) -> None:  # fmt: skip
     """Run the UI alone (``infimed ui``): a FastAPI app with only ``/ui``, served by uvicorn."""
     import uvicorn
     from fastapi import FastAPI
@@ -507,5 +526,6 @@ def launch_ui(
     async def _root() -> RedirectResponse:
         return RedirectResponse("/ui/")
 
-    mount_ui(app, api_url=api_url, api_key=api_key, username=username, password=password, data_dir=data_dir)
+    mount_ui(app, api_url=api_url, api_key=api_key, username=username, password=password, data_dir=data_dir,
+             api_ca_file=api_ca_file)  # fmt: skip
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from ui.app import mount_ui
+from ui.isolation import SessionMismatch, login_keys, sweep_raw_uploads
 from ui.sessions import Sessions
 
 KEY = "imk_testkey_0123456789abcdefghij"
@@ -94,3 +95,49 @@ def test_gateway_mounts_the_ui_with_an_ephemeral_key(monkeypatch):
     app.state.public_url = "http://0.0.0.0:8123"
     assert api.base_url == "http://127.0.0.1:8123/v1"
     assert app.state.gateway.keys.verify(api._key) is not None  # the UI's key is valid on the gateway
+
+
+def _login(client: TestClient) -> frozenset[str]:
+    r = client.post("/ui/login", data={"username": "clinician", "password": "s3cret-pw"})
+    assert r.status_code == 200
+    return login_keys(dict(client.cookies))
+
+
+def test_files_are_served_only_to_the_login_that_owns_the_session(tmp_path):
+    """Two logins: each downloads its own session's files; the other's, raw uploads and deep links are 404."""
+    app = FastAPI()
+    mount_ui(app, api_url=lambda: "", api_key=KEY, username="clinician", password="s3cret-pw", data_dir=tmp_path / "d")
+    sessions: Sessions = app.state.ui.infimed_sessions
+    cache: Path = app.state.ui.infimed_cache
+    with TestClient(app) as a, TestClient(app) as b:
+        ka, kb = _login(a), _login(b)
+        assert ka and kb and not ka & kb
+        sa, sb = sessions.get("tab-a", ka), sessions.get("tab-b", kb)
+        assert sa.public.parent == sb.public.parent == cache / "s" and sa.public != sb.public
+        (sa.public / "report.html").write_text("A's report")
+        (sb.public / "report.html").write_text("B's report")
+        raw = cache / ("ab" * 32) / "DOE_JOHN.dcm"  # a raw upload as Gradio stores it
+        raw.parent.mkdir()
+        raw.write_bytes(b"raw")
+        url = lambda p: f"/ui/gradio_api/file={p}"
+        assert a.get(url(sa.public / "report.html")).text == "A's report"
+        assert b.get(url(sb.public / "report.html")).text == "B's report"
+        assert b.get(url(sa.public / "report.html")).status_code == 404
+        assert a.get(url(sb.public / "report.html")).status_code == 404
+        assert a.get(f"/ui/gradio_api/file/{sb.public / 'report.html'}").status_code == 404  # the old route too
+        assert a.get(url(sa.public / ".." / sb.public.name / "report.html")).status_code == 404
+        assert a.get(url(raw)).status_code == 404 and b.get(url(raw)).status_code == 404
+        assert a.get("/ui/gradio_api/deep_link", params={"session_hash": "tab-b"}).status_code == 404
+        # a session hash is bound to its login: B cannot listen to A's queue or keep A's session alive
+        assert b.get("/ui/gradio_api/queue/data", params={"session_hash": "tab-a"}).status_code == 404
+        assert b.get("/ui/gradio_api/heartbeat/tab-a").status_code == 404
+        with pytest.raises(SessionMismatch):
+            sessions.get("tab-a", kb)
+        sessions.end("tab-a")
+        assert not sa.public.exists() and not sa.dir.exists() and sb.public.exists()
+        # raw uploads left behind by a closed tab are swept by age
+        assert sweep_raw_uploads(cache, max_age_s=3600) == 0 and raw.exists()
+        old = time.time() - 7200
+        os.utime(raw.parent, (old, old))
+        assert sweep_raw_uploads(cache, max_age_s=3600) == 1 and not raw.parent.exists()
+        assert (cache / "s").exists()  # session folders are not raw uploads
