@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,13 +44,33 @@ def _message(resp: httpx.Response) -> str:
     return _PARAM_PREFIX.sub("", msg) if msg else f"the server answered HTTP {resp.status_code}"
 
 
-class APIClient:
-    """Async calls to the gateway with a server-held key."""
+def pinned_context(certfile: str | Path) -> ssl.SSLContext:
+    """A TLS context that trusts exactly the certificate(s) in ``certfile`` and no public CA.
 
-    def __init__(self, api_url: str | Callable[[], str], api_key: str, *, timeout: float = 600.0):
+    For the UI mounted on the gateway: it calls the gateway's own HTTPS port over the loopback, where
+    the certificate's host name (``gateway.hospital.local``) cannot match ``127.0.0.1``, so the host name
+    is not checked; the chain must still end in that very certificate (``VERIFY_X509_PARTIAL_CHAIN`` lets
+    a CA-issued leaf be its own anchor), so nothing else on the loopback can pose as the gateway.
+    """
+    ctx = ssl.create_default_context(cafile=str(certfile))
+    ctx.check_hostname = False
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+class APIClient:
+    """Async calls to the gateway with a server-held key.
+
+    ``verify``: ``True`` (the system's CAs), a CA bundle path, or an ``ssl.SSLContext`` (e.g.
+    :func:`pinned_context`).
+    """
+
+    def __init__(self, api_url: str | Callable[[], str], api_key: str, *, timeout: float = 600.0,
+                 verify: bool | str | ssl.SSLContext = True):  # fmt: skip
         self._url = api_url
         self._key = api_key
         self._timeout = timeout
+        self._verify = verify
         self._clients: dict[str, tuple[openai.AsyncOpenAI, httpx.AsyncClient]] = {}
 
     @property
@@ -62,9 +84,12 @@ class APIClient:
         url = self.base_url
         if url not in self._clients:
             http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout, connect=5.0), headers={"Authorization": f"Bearer {self._key}"}
+                timeout=httpx.Timeout(self._timeout, connect=5.0),
+                headers={"Authorization": f"Bearer {self._key}"},
+                verify=self._verify,
             )
-            sdk = openai.AsyncOpenAI(base_url=url, api_key=self._key, max_retries=1, timeout=self._timeout)
+            sdk = openai.AsyncOpenAI(base_url=url, api_key=self._key, max_retries=1, timeout=self._timeout,
+                                     http_client=openai.DefaultAsyncHttpxClient(verify=self._verify))  # fmt: skip
             self._clients[url] = (sdk, http)
         return self._clients[url]
 

@@ -93,26 +93,45 @@ class FeedbackStore:
 def feedback_manifest(feedback_path: Path, out_path: Path, *, ratings: tuple[str, ...] = ("flag", "down")) -> int:
     """Write the linked records with one of ``ratings`` as a curation manifest (``core.manifest``); returns the count.
 
-    Each becomes a ``vqa`` sample: the question with its images, the model's answer, and the
-    clinician's scrubbed comment in ``meta.feedback`` (curators write the corrected answer).
+    Each becomes a ``vqa`` sample: the question with its images (paths relative to the manifest, as the
+    manifest schema wants them), the model's answer, and the clinician's scrubbed comment in
+    ``meta.comment`` (curators write the corrected answer). See :func:`export_feedback` for the counts.
     """
+    return export_feedback(feedback_path, out_path, ratings=ratings)["written"]
+
+
+def export_feedback(
+    feedback_path: Path, out_path: Path, *, ratings: tuple[str, ...] = ("flag", "down")
+) -> dict[str, int]:
+    """:func:`feedback_manifest` with counts: ``written``, ``other_rating``, ``not_linked`` (a record without
+    the opt-in holds no question or answer, so it cannot become a sample), ``missing_images``."""
     from core.manifest import Sample, write_manifest
 
-    feedback_path = Path(feedback_path)
+    unknown = sorted(set(ratings) - set(RATINGS))
+    if unknown:
+        raise ValueError(f"unknown rating(s) {', '.join(unknown)}; known: {', '.join(RATINGS)}")
+    feedback_path, out_path = Path(feedback_path), Path(out_path)
+    counts = {"written": 0, "other_rating": 0, "not_linked": 0, "missing_images": 0}
     samples = []
     for line in feedback_path.read_text(encoding="utf-8").splitlines():
         if not line.strip():
             continue
         rec = json.loads(line)
-        if not rec.get("linked") or rec.get("rating") not in ratings:
+        if rec.get("rating") not in ratings:
+            counts["other_rating"] += 1
             continue
-        images = [str((feedback_path.parent / p).resolve()) for p in rec.get("images", [])]
-        content = [{"type": "image", "index": i} for i in range(len(images))] + [
-            {"type": "text", "text": rec["question"]}
-        ]
+        if not rec.get("linked"):
+            counts["not_linked"] += 1
+            continue
+        images = [(feedback_path.parent / p).resolve() for p in rec.get("images", [])]
+        if not all(p.is_file() for p in images):
+            counts["missing_images"] += 1
+            continue
+        rel = [os.path.relpath(p, out_path.resolve().parent) for p in images]
+        content = [{"type": "image", "index": i} for i in range(len(rel))] + [{"type": "text", "text": rec["question"]}]
         samples.append(Sample(id=f"feedback-{rec['request_id']}", task="vqa",
                               messages=[{"role": "user", "content": content}, {"role": "assistant", "content": rec["answer"]}],
-                              images=[{"path": p} for p in images],
+                              images=[{"path": p} for p in rel],
                               meta={"source": "ui-feedback", "feedback": rec["rating"], "comment": rec["comment"], "model": rec["model"]}))  # fmt: skip
-    write_manifest(out_path, samples)
-    return len(samples)
+    counts["written"] = write_manifest(out_path, samples)
+    return counts

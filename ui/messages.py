@@ -22,7 +22,13 @@ WINDOW_PRESETS: dict[str, tuple[float, float] | None] = {
     "soft_tissue": (40.0, 400.0),
     "bone": (400.0, 1800.0),
     "brain": (40.0, 80.0),
+    # Common CT windows the server has no name for: sent as centre/width (Radiopaedia's values).
+    "liver": (30.0, 150.0),
+    "stroke": (40.0, 40.0),
+    "subdural": (75.0, 215.0),
+    "temporal bone": (600.0, 2800.0),
 }
+SERVER_PRESETS = frozenset({"auto", "lung", "mediastinum", "soft_tissue", "bone", "brain"})  # named on the wire
 FrameMode = Literal["auto", "current", "uniform"]
 
 
@@ -58,8 +64,10 @@ def dicom_extension(opts: ImagingOptions, *, frames_total: int = 1) -> dict[str,
         if opts.width <= 0:
             raise ValueError(f"window width must be > 0, got {opts.width}")
         ext["window"] = {"center": float(opts.center), "width": float(opts.width)}
-    elif opts.window in WINDOW_PRESETS:
+    elif opts.window in SERVER_PRESETS:
         ext["window"] = opts.window
+    elif (cw := WINDOW_PRESETS.get(opts.window)) is not None:
+        ext["window"] = {"center": cw[0], "width": cw[1]}
     else:
         raise ValueError(
             f"unknown window preset {opts.window!r}; choose one of {', '.join([*WINDOW_PRESETS, 'custom'])}"

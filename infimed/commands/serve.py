@@ -224,7 +224,8 @@ def _mount_ui(app, settings) -> None:
             url = url.replace(f"://{wildcard}:", "://127.0.0.1:")
         return f"{url}/v1"
 
-    mount_ui(app, api_url=api_url, api_key=key, username=username, password=password)
+    # Over TLS the UI calls this gateway's own HTTPS port on the loopback, trusting exactly its certificate.
+    mount_ui(app, api_url=api_url, api_key=key, username=username, password=password, api_cert=settings.tls_certfile)
 
     def announce(url: str) -> None:
         print(f"clinician UI: {url}/ui/  (user {username!r}, password {password!r})", file=sys.stderr, flush=True)

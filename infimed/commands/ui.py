@@ -1,7 +1,9 @@
-"""``infimed ui`` — the clinician web app, run alone against a gateway.
+"""``infimed ui`` — the clinician web app, run alone against a gateway; and its feedback export.
 
     infimed ui --api-url http://127.0.0.1:8000/v1 --api-key-file key.txt --username alice --password '…'
     INFIMED_UI_API_KEY=… INFIMED_UI_PASSWORD=… infimed ui --api-url https://gateway.example/v1 --username alice
+    infimed ui --api-url https://gateway.hospital.local/v1 --api-ca-file hospital-ca.pem …   # a private CA
+    infimed ui feedback export --out flagged.jsonl [--data-dir DIR | --feedback FILE] [--ratings flag,down]
 
 The API key is read from ``--api-key-file`` or ``INFIMED_UI_API_KEY`` and stays in this process. The
 password comes from ``--password`` or ``INFIMED_UI_PASSWORD``; without one a random password is
@@ -20,8 +22,9 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ui", help="run the clinician web app against a gateway", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--api-url", required=True, help="the gateway's API base URL, including /v1")
+    p.add_argument("--api-url", help="the gateway's API base URL, including /v1 (required to run the app)")
     p.add_argument("--api-key-file", type=Path, help="a file holding the API key (else INFIMED_UI_API_KEY)")
+    p.add_argument("--api-ca-file", type=Path, help="CA bundle for an HTTPS gateway with a private CA")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--username", default="clinician")
@@ -33,9 +36,59 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="where feedback is kept (default: INFIMED_UI_DATA_DIR or ~/.local/share/infimed/ui)",
     )
     p.set_defaults(func=run)
+    sub_ui = p.add_subparsers(dest="ui_command", metavar="{feedback}")
+    fb = sub_ui.add_parser("feedback", help="clinician feedback").add_subparsers(dest="feedback_command", required=True)
+    ex = fb.add_parser(
+        "export",
+        help="flagged answers → a curation manifest",
+        description="Write the feedback records that carry the de-identified question, answer and images (the "
+        "clinician ticked 'also keep …') with one of --ratings as a manifest for `infimed curate`. Records "
+        "without that opt-in hold no question or answer and are counted, not exported.",
+    )
+    ex.add_argument("--out", type=Path, required=True, help="the manifest to write (JSONL)")
+    ex.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the UI's data folder (default: INFIMED_UI_DATA_DIR or ~/.local/share/infimed/ui)",
+    )
+    ex.add_argument("--feedback", type=Path, default=None, help="a feedback.jsonl (instead of --data-dir)")
+    ex.add_argument("--ratings", default="flag,down", help="comma-separated: flag, down, up (default flag,down)")
+    ex.set_defaults(func=run_feedback_export)
+
+
+def run_feedback_export(args: argparse.Namespace) -> int:
+    from ui.feedback import export_feedback
+
+    if args.feedback is not None:
+        path = args.feedback
+    else:
+        from ui.app import default_data_dir
+
+        path = (args.data_dir or default_data_dir()) / "feedback" / "feedback.jsonl"
+    if not path.is_file():
+        print(f"infimed ui feedback export: {path}: no feedback file (nothing recorded yet, or another --data-dir)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    ratings = tuple(r.strip() for r in args.ratings.split(",") if r.strip())
+    try:
+        counts = export_feedback(path, args.out, ratings=ratings)
+    except ValueError as e:  # an unknown rating, or a corrupt line
+        print(f"infimed ui feedback export: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"infimed ui feedback export: {args.out}: cannot write ({e.strerror or e})", file=sys.stderr)
+        return 2
+    print(f"wrote {counts['written']} sample(s) to {args.out}; skipped {counts['not_linked']} without the linked "
+          f"question and answer, {counts['other_rating']} with another rating, {counts['missing_images']} whose "
+          "images are gone")  # fmt: skip
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.api_url:
+        print("infimed ui: --api-url is required (or use a subcommand: infimed ui feedback export …)", file=sys.stderr)
+        return 2
     if args.api_key_file is not None:
         try:
             key = args.api_key_file.read_text().strip()
@@ -50,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         if not key:
             print("infimed ui: give --api-key-file or set INFIMED_UI_API_KEY", file=sys.stderr)
             return 2
+    if args.api_ca_file is not None and not args.api_ca_file.is_file():
+        print(f"infimed ui: --api-ca-file {args.api_ca_file}: no such file", file=sys.stderr)
+        return 2
     if not args.api_url.startswith(("http://", "https://")):
         print(f"infimed ui: --api-url {args.api_url!r} must start with http:// or https://", file=sys.stderr)
         return 2
@@ -73,5 +129,6 @@ def run(args: argparse.Namespace) -> int:
         username=args.username,
         password=password,
         data_dir=args.data_dir,
+        api_ca_file=args.api_ca_file,
     )
     return 0

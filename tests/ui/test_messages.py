@@ -38,6 +38,8 @@ from ui.messages import (
         (ImagingOptions(frame_mode="uniform", uniform_n=8), 3, {"window": "auto", "frames": "uniform:3"}),
         (ImagingOptions(frame_mode="auto"), 5, {"window": "auto", "frames": "auto"}),
         (ImagingOptions(frame_mode="current", frame=2), 1, {"window": "auto"}),  # single frame: no frames key
+        (ImagingOptions(window="liver"), 1, {"window": {"center": 30.0, "width": 150.0}}),  # a UI-only preset
+        (ImagingOptions(window="subdural"), 1, {"window": {"center": 75.0, "width": 215.0}}),
     ],
 )
 def test_dicom_extension(opts, frames_total, expected):
@@ -46,9 +48,18 @@ def test_dicom_extension(opts, frames_total, expected):
     RenderSpec.model_validate(ext)  # always valid for the gateway's own schema
 
 
+def test_every_preset_is_valid_on_the_wire():
+    from ui.messages import SERVER_PRESETS, WINDOW_PRESETS
+
+    for name in WINDOW_PRESETS:
+        ext = dicom_extension(ImagingOptions(window=name))
+        RenderSpec.model_validate(ext)
+        assert (ext["window"] == name) == (name in SERVER_PRESETS)
+
+
 def test_dicom_extension_refuses_bad_input():
     with pytest.raises(ValueError, match="unknown window preset"):
-        dicom_extension(ImagingOptions(window="liver"))
+        dicom_extension(ImagingOptions(window="spleen"))
     with pytest.raises(ValueError, match="width must be > 0"):
         dicom_extension(ImagingOptions(window="custom", width=0))
 
