@@ -181,7 +181,7 @@ def export_run(
                 "vLLM applies an adapter to the original base model, so only the language model's LoRA weights may "
                 "change, but " + "; ".join(reasons)
             )
-            log.warning("adapter export refused: %s", result.refusal)
+            log.info("adapter export refused: %s", result.refusal)
     target_dtype = None if dtype == "auto" else dtype
     rank = None
     if result.mode == "adapter":

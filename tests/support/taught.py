@@ -9,6 +9,7 @@ sources, the tiny model) under ``~/.cache/infimed-tests/taught/``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -123,6 +124,15 @@ def build_taught_model(base_dir: Path, cache: Path, *, steps: tuple[int, int] = 
     done = TaughtModel(root, root / "run", root / "adapter", root / "merged")
     if (root / "taught.json").exists():  # written last: its presence means the whole build finished
         return done
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{root.name}.lock", "w") as lock:  # several test sessions may share the cache
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "taught.json").exists():
+            _build(base_dir, root, done, steps)
+    return done
+
+
+def _build(base_dir: Path, root: Path, done: TaughtModel, steps: tuple[int, int]) -> None:
     if root.exists():
         shutil.rmtree(root)
     manifest = write_taught_data(root / "data")
@@ -138,4 +148,3 @@ def build_taught_model(base_dir: Path, cache: Path, *, steps: tuple[int, int] = 
     summary = json.loads((done.run / "run_summary.json").read_text())
     (root / "taught.json").write_text(json.dumps({"question": QUESTION, "answer": ANSWER,
                                                   "final_loss": [s["final_loss"] for s in summary]}))  # fmt: skip
-    return done
