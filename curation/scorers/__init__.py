@@ -16,7 +16,7 @@ __all__ = ["SCORERS", "SampleContext", "Score", "optional_problems", "run_scorer
 def optional_problems(specs: list) -> list[str]:
     """What keeps the optional scorers in ``specs`` (recipe ``scorers``) from running here, checked before a run.
 
-    ``safety.burned_in`` with ``ocr: true`` needs ``rapidocr-onnxruntime``; ``consistency.clip`` needs a
+    ``safety.burned_in`` with ``ocr: true`` needs the ``ocr`` extra (``rapidocr``); ``consistency.clip`` needs a
     local model folder (``config.json``; nothing is ever downloaded) and ``transformers`` + ``torch``.
     Without this check each sample would fail on its own, deep in a worker. The other scorers need nothing
     optional: a recipe that leaves these two out (the default) runs anywhere.
@@ -28,10 +28,10 @@ def optional_problems(specs: list) -> list[str]:
     for i, spec in enumerate(specs):
         where = f"scorers.{i} ({spec.name})"
         if spec.name == "safety.burned_in" and spec.params.get("ocr"):
-            if importlib.util.find_spec("rapidocr_onnxruntime") is None:
+            if not any(importlib.util.find_spec(m) for m in ("rapidocr", "rapidocr_onnxruntime")):
                 problems.append(
-                    f"{where}: ocr: true needs the optional package rapidocr-onnxruntime "
-                    "(pip install rapidocr-onnxruntime; its models ship in the wheel); or remove ocr: true"
+                    f"{where}: ocr: true needs the ocr extra (pip install 'infimed[ocr]': rapidocr and onnxruntime, "
+                    "models in the wheel); or remove ocr: true"
                 )
         elif spec.name == "consistency.clip":
             model = spec.params.get("model")

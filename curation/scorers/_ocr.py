@@ -1,26 +1,23 @@
-"""Optional OCR of burned-in text with ``rapidocr-onnxruntime`` (its models ship in the wheel)."""
+"""Optional OCR of burned-in text, on the same engine as the renderer's redaction (``core._redact``).
+
+The ``ocr`` extra (``pip install 'infimed[ocr]'``: RapidOCR on ONNX Runtime, models inside the wheel;
+``rapidocr`` 3, or the older ``rapidocr-onnxruntime`` 1.x) provides it; nothing is downloaded. One engine
+per process, shared with ``core.render``. A detection counts as text by the renderer's own rule: recognition
+confidence ≥ ``MIN_SCORE`` and at least two letters or digits (a lone glyph is what a round structure is
+misread as).
+"""
 
 from __future__ import annotations
-
-import functools
-from typing import Any
 
 import numpy as np
 
 
-@functools.lru_cache(maxsize=1)
-def _engine() -> Any:
-    try:
-        from rapidocr_onnxruntime import RapidOCR
-    except ImportError as e:
-        raise ValueError(
-            "safety.burned_in: ocr: true needs the optional package rapidocr-onnxruntime "
-            "(pip install rapidocr-onnxruntime)"
-        ) from e
-    return RapidOCR()
-
-
 def burned_in_text(gray: np.ndarray) -> str:
-    """All text OCR finds in the image, joined by spaces."""
-    result, _ = _engine()(np.stack([gray] * 3, axis=-1))
-    return " ".join(str(r[1]) for r in result or [])
+    """All text OCR finds in the image, joined by spaces (kept in memory only: callers never log it)."""
+    from core._redact import MIN_SCORE, OCR_HINT, _detections, _ocr_engine
+
+    engine = _ocr_engine()
+    if engine is None:
+        raise ValueError(f"safety.burned_in: ocr: true needs the ocr extra ({OCR_HINT})")
+    found = _detections(engine(np.ascontiguousarray(np.stack([gray] * 3, axis=-1))))
+    return " ".join(t for _, t, s in found if s >= MIN_SCORE and sum(c.isalnum() for c in t) >= 2)
