@@ -113,7 +113,7 @@ def _ellipse(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, rx: float, ry
 
 
 def _layout(rng: np.random.Generator, s: int) -> dict[str, tuple[float, float, float, float]]:
-    j = lambda a: float(rng.uniform(-a, a))  # noqa: E731
+    j = lambda a: float(rng.uniform(-a, a))
     c = s / 2
     return {
         "body": (c + j(0.01 * s), c + j(0.01 * s), s * (0.44 + j(0.02)), s * (0.33 + j(0.02))),
@@ -315,41 +315,78 @@ def _side_answer(truth: PhantomTruth) -> str:
     return truth.sides[0] if len(truth.sides) == 1 else "both"
 
 
-def questions(truth: PhantomTruth) -> list[tuple[str, str, str, str, list[str] | None]]:
+QuestionSet = Literal["standard", "closed"]
+QUESTION_SETS: tuple[str, ...] = ("standard", "closed")
+
+
+def questions(
+    truth: PhantomTruth, *, question_set: QuestionSet = "standard", max_nodules: int = 3
+) -> list[tuple[str, str, str, str, list[str] | None]]:
     """(suffix, question, answer, question_type, options) pairs derived from the ground truth.
 
-    Closed: modality (3 options), presence (yes/no), side (left/right/both; only with nodules).
-    Open: modality, count (a number).
+    ``standard``: closed modality (3 options), presence (yes/no), side (left/right/both; only with
+    nodules); open modality and count (a number).
+    ``closed`` (the end-to-end learning proof): every question closed, one per type — modality,
+    presence, side (only with nodules) and count with the options ``0 … max_nodules`` — so that each
+    type has a chance rate (its majority answer) to beat.
     """
     word = MODALITY_WORDS[truth.modality]
-    qs: list[tuple[str, str, str, str, list[str] | None]] = [
-        ("mod-c", "Which imaging modality is this: CT, X-ray or MRI?", word, "modality", ["CT", "X-ray", "MRI"]),
+    side = (
+        "side",
+        "Which lung contains the nodules: left, right or both?",
+        _side_answer(truth),
+        "side",
+        ["left", "right", "both"],
+    )
+    presence = (
+        "pres",
+        "Is there a nodule in the lungs? Answer yes or no.",
+        "yes" if truth.count else "no",
+        "presence",
+        ["yes", "no"],
+    )
+    modality_closed = (
+        "mod-c",
+        "Which imaging modality is this: CT, X-ray or MRI?",
+        word,
+        "modality",
+        ["CT", "X-ray", "MRI"],
+    )
+    if question_set == "closed":
+        counts = [str(k) for k in range(max(max_nodules, truth.count) + 1)]
+        qs = [
+            modality_closed,
+            presence,
+            ("count", f"How many lung nodules are visible: {', '.join(counts)}?", str(truth.count), "count", counts),
+        ]
+        return qs + ([side] if truth.count else [])
+    if question_set != "standard":
+        raise ValueError(f"question_set must be one of {', '.join(QUESTION_SETS)}, got {question_set!r}")
+    qs = [
+        modality_closed,
         ("mod-o", "What imaging modality was used for this image?", word, "modality", None),
-        (
-            "pres",
-            "Is there a nodule in the lungs? Answer yes or no.",
-            "yes" if truth.count else "no",
-            "presence",
-            ["yes", "no"],
-        ),
+        presence,
         ("count", "How many lung nodules are visible? Answer with a number.", str(truth.count), "count", None),
     ]
     if truth.count:
-        qs.append(
-            (
-                "side",
-                "Which lung contains the nodules: left, right or both?",
-                _side_answer(truth),
-                "side",
-                ["left", "right", "both"],
-            )
-        )
+        qs.append(side)
     return qs
 
 
-def caption(truth: PhantomTruth) -> str:
-    """A one-sentence description of the ground truth."""
+def caption(truth: PhantomTruth, *, detailed: bool = False) -> str:
+    """A one-sentence description of the ground truth.
+
+    ``detailed`` is a compact caption in the words the ``closed`` questions answer with — modality, total
+    nodule count and the count in each lung (the patient's sides), e.g. ``CT. 2 nodules: 1 right, 1 left.``
+    — so that caption pretraining already ties every lung's pixels to those answers.
+    """
     view = {"CT": "An axial CT slice", "CR": "A frontal chest X-ray", "MR": "An axial MRI slice"}[truth.modality]
+    if detailed:
+        right = sum(1 for n in truth.nodules if n.side == "right")
+        return (
+            f"{MODALITY_WORDS[truth.modality]}. {truth.count} nodule{'' if truth.count == 1 else 's'}: "
+            f"{right} right, {truth.count - right} left."
+        )
     if not truth.count:
         return f"{view} of a synthetic chest phantom with clear lungs and no nodules."
     n = _NUMBERS[truth.count] if truth.count < len(_NUMBERS) else str(truth.count)
@@ -357,8 +394,10 @@ def caption(truth: PhantomTruth) -> str:
     return f"{view} of a synthetic chest phantom with {n} nodule{'s' if truth.count > 1 else ''} {where}."
 
 
-def samples_for(truth: PhantomTruth, image_path: str) -> list[Sample]:
-    """VQA samples (one per question) and one caption sample for a phantom image."""
+def samples_for(
+    truth: PhantomTruth, image_path: str, *, question_set: QuestionSet = "standard", max_nodules: int = 3
+) -> list[Sample]:
+    """VQA samples (one per question of ``question_set``) and one caption sample for a phantom image."""
     ref = ImageRef(
         path=image_path,
         kind="dicom",
@@ -376,7 +415,7 @@ def samples_for(truth: PhantomTruth, image_path: str) -> list[Sample]:
         "licence": "CC0-1.0",
     }
     out: list[Sample] = []
-    for suffix, q, a, qtype, options in questions(truth):
+    for suffix, q, a, qtype, options in questions(truth, question_set=question_set, max_nodules=max_nodules):
         out.append(
             Sample(
                 id=f"{truth.id}-{suffix}",
@@ -388,23 +427,59 @@ def samples_for(truth: PhantomTruth, image_path: str) -> list[Sample]:
                 ),
             )
         )
+    if question_set == "closed":
+        out.append(_chat_sample(truth, ref, base, max_nodules=max_nodules))
     out.append(
-        Sample(id=f"{truth.id}-cap", task="caption", text=f"<image>{caption(truth)}", images=[ref], meta=Meta(**base))
+        Sample(
+            id=f"{truth.id}-cap",
+            task="caption",
+            text=f"<image>{caption(truth, detailed=question_set == 'closed')}",
+            images=[ref],
+            meta=Meta(**base),
+        )
     )
     return out
+
+
+def _chat_sample(truth: PhantomTruth, ref: ImageRef, base: dict[str, Any], *, max_nodules: int) -> Sample:
+    """Every ``closed`` question of one image as one conversation, in a per-phantom seeded order.
+
+    Training material: one image's visual tokens serve several answers (evaluation asks the single-question
+    ``vqa`` samples; ``meta.question_type`` is ``"chat"`` so that loaders can tell them apart).
+    """
+    qs = questions(truth, question_set="closed", max_nodules=max_nodules)
+    order = np.random.default_rng(int(hashlib.sha256(truth.id.encode()).hexdigest()[:8], 16)).permutation(len(qs))
+    messages: list[Message] = []
+    for k, i in enumerate(order):
+        _, q, a, _, _ = qs[int(i)]
+        messages += [
+            Message(role="user", content=f"<image>\n{q}" if k == 0 else q),
+            Message(role="assistant", content=a),
+        ]
+    return Sample(
+        id=f"{truth.id}-chat", task="chat", messages=messages, images=[ref], meta=Meta(question_type="chat", **base)
+    )
 
 
 # --------------------------------------------------------------------------- writers
 
 
 def generate_phantoms(
-    out_dir: str | Path, *, n: int, seed: int, params: PhantomParams | None = None, **kwargs: Any
+    out_dir: str | Path,
+    *,
+    n: int,
+    seed: int,
+    params: PhantomParams | None = None,
+    question_set: QuestionSet = "standard",
+    **kwargs: Any,
 ) -> Path:
     """Write ``n`` phantoms to ``out_dir/images/*.dcm`` with ``manifest.jsonl`` and ``truth.jsonl``.
 
-    ``params`` or keyword arguments (the :class:`PhantomParams` fields) set the generator.
-    Returns the manifest path.
+    ``params`` or keyword arguments (the :class:`PhantomParams` fields) set the generator;
+    ``question_set`` picks the questions (:func:`questions`). Returns the manifest path.
     """
+    if question_set not in QUESTION_SETS:
+        raise ValueError(f"question_set must be one of {', '.join(QUESTION_SETS)}, got {question_set!r}")
     if n < 1:
         raise ValueError(f"n must be ≥ 1, got {n}")
     p = params or PhantomParams(**kwargs)
@@ -416,7 +491,7 @@ def generate_phantoms(
         ds, truth = make_phantom(seed, i, p)
         rel = f"images/{truth.id}.dcm"
         ds.save_as(out / rel, enforce_file_format=True)
-        samples.extend(samples_for(truth, rel))
+        samples.extend(samples_for(truth, rel, question_set=question_set, max_nodules=p.max_nodules))
         truths.append(json.dumps(truth.to_dict()))
     (out / "truth.jsonl").write_text("\n".join(truths) + "\n", encoding="utf-8")
     manifest = out / "manifest.jsonl"

@@ -68,6 +68,10 @@ class TinyPreset:
     max_pixels: int = 64 * 28 * 28
     max_position_embeddings: int = 4096
     mrope_section: tuple[int, int, int] = (4, 6, 6)  # sums to head_dim / 2
+    # mRoPE gives the (t, h, w) sections the rotary frequencies in that order, so the width section gets
+    # the lowest ones: at head_dim 32 and theta 10000 they turn by < 0.004 rad per column, and a small
+    # language model cannot tell an image's left from its right. The e2e preset lowers theta.
+    rope_theta: float = 10000.0
     # With tiny widths the logits norm(h)·w are bounded by about sqrt(hidden) × sqrt(hidden)·std of the
     # output head; Qwen's std 0.02 would cap them near 1, so an adapter could never make a confident
     # prediction and greedy decoding would be full of near-ties. The head is untied (like Qwen2.5-VL-7B)
@@ -78,11 +82,13 @@ class TinyPreset:
 PRESETS: dict[str, TinyPreset] = {
     # Well under a million parameters: the test and demo model.
     "tiny": TinyPreset(),
-    # Larger, for learning experiments (the end-to-end phantom proof).
+    # Larger, for learning experiments (the end-to-end phantom proof, bench/e2e_phantoms.py): 2.1M
+    # parameters. The width section of mRoPE takes rotary pairs 6–15 (of 16) and theta is 20, so
+    # that the image's columns turn by 0.06–0.3 rad each: left and right lung tokens differ in phase.
     "e2e": TinyPreset(
         vocab_size=2048, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=2, vision_depth=4, vision_hidden_size=96,
-        vision_intermediate_size=256, vision_num_heads=4, mrope_section=(4, 6, 6),
+        vision_intermediate_size=256, vision_num_heads=4, mrope_section=(2, 4, 10), rope_theta=20.0,
     ),  # fmt: skip
     # 20–50M parameters: large enough that compute dominates (packing benchmark).
     "bench": TinyPreset(
@@ -210,7 +216,7 @@ def build_tiny_model(out_dir: str | Path, *, preset: str = "tiny", seed: int = 0
             "max_position_embeddings": p.max_position_embeddings,
             "max_window_layers": p.num_hidden_layers,
             "rms_norm_eps": 1e-6,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": list(p.mrope_section)},
+            "rope_parameters": {"rope_type": "default", "rope_theta": p.rope_theta, "mrope_section": list(p.mrope_section)},
             "bos_token_id": ids["<|endoftext|>"],
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],

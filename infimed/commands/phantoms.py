@@ -1,4 +1,4 @@
-"""``infimed phantoms OUT --n N --seed S [--size PX] [--modalities CT,CR,MR] [--lesion-radius MIN MAX] ...``.
+"""``infimed phantoms OUT --n N --seed S [--size PX] [--modalities CT,CR,MR] [--lesion-radius MIN MAX] [--question-set closed] ...``.
 
 Writes synthetic chest phantoms (DICOM), their ground truth (truth.jsonl) and VQA + caption samples
 (manifest.jsonl); ``--series K`` also writes a K-slice CT series under OUT/series/.
@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="nodule centres vs the model's patch grid",
     )
     p.add_argument("--patch", type=int, default=28, help="merged patch size in pixels (patch_size x merge_size)")
+    p.add_argument(
+        "--question-set",
+        choices=("standard", "closed"),
+        default="standard",
+        help="standard: closed + open questions; closed: every question closed, count with options, "
+        "one chat per image and compact captions (the end-to-end learning proof)",
+    )
     p.add_argument("--series", type=int, default=0, metavar="K", help="also write a K-slice CT series")
     p.set_defaults(func=run)
 
@@ -58,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"infimed phantoms: {e}", file=sys.stderr)
         return 2
-    manifest = generate_phantoms(args.out_dir, n=args.n, seed=args.seed, params=params)
+    manifest = generate_phantoms(args.out_dir, n=args.n, seed=args.seed, params=params, question_set=args.question_set)
     lines = sum(1 for _ in manifest.open(encoding="utf-8"))
     print(f"{manifest}: {args.n} phantoms, {lines} samples (seed {args.seed}, {args.size}px)")
     if args.series:

@@ -130,3 +130,27 @@ def test_cli(tmp_path, capsys) -> None:
     assert len(list((tmp_path / "p" / "images").glob("*.dcm"))) == 4
     assert main(["phantoms", str(tmp_path / "q"), "--n", "2", "--modalities", "PET"]) == 2
     assert "modalities" in capsys.readouterr().err
+
+
+def test_closed_question_set(tmp_path) -> None:
+    """The end-to-end proof's questions: all closed, count with 0…max options, one chat per image."""
+    manifest = generate_phantoms(tmp_path, n=24, seed=5, size=112, max_nodules=2, question_set="closed")
+    samples = load_manifest(manifest)
+    truth = read_truth(tmp_path)
+    vqa = [s for s in samples if s.task == "vqa"]
+    assert {s.meta.question_type for s in vqa} == {"modality", "presence", "side", "count"}
+    assert all(s.meta.answer_type == "closed" and s.meta.answer in s.meta.options for s in vqa)
+    assert {tuple(s.meta.options) for s in vqa if s.meta.question_type == "count"} == {("0", "1", "2")}
+    for s in (s for s in samples if s.task == "chat"):
+        t = truth[s.id.removesuffix("-chat")]
+        singles = {v.messages[0].content.removeprefix("<image>\n"): v.meta.answer for v in vqa if v.id.startswith(t.id)}
+        turns = [m.content for m in s.messages]
+        assert turns[0].startswith("<image>\n") and sum(x.count("<image>") for x in turns) == 1
+        asked = dict(zip([q.removeprefix("<image>\n") for q in turns[::2]], turns[1::2], strict=True))
+        assert asked == singles  # the same questions and answers as the single-question samples
+    for s in (s for s in samples if s.task == "caption"):
+        t = truth[s.id.removesuffix("-cap")]
+        right = sum(n.side == "right" for n in t.nodules)
+        assert s.text.endswith(f"{t.count} nodule{'' if t.count == 1 else 's'}: {right} right, {t.count - right} left.")
+    with pytest.raises(ValueError):
+        generate_phantoms(tmp_path / "x", n=1, seed=0, question_set="open-only")
