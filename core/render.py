@@ -250,6 +250,10 @@ def _cv2() -> Any:
     if _CV2 is None:
         import cv2  # opencv-python-headless: a base dependency (vLLM needs it too)
 
+        # One thread: a resize to a model's budget gains little from OpenCV's pool, callers parallelise
+        # by images (gateway threads, render workers), and a process whose native pool is running
+        # cannot safely fork the render workers (the child hangs in OpenCV).
+        cv2.setNumThreads(1)
         _CV2 = cv2
     return _CV2
 
@@ -381,6 +385,12 @@ class _Rendered:
     windows: list[Window] | None
     size: tuple[int, int]
     redacted: int = 0
+    image: Image.Image | None = None  # the RGB image, made in the parent process (see _map)
+
+    def to_image(self) -> Image.Image:
+        if self.image is None:
+            self.image = _to_image(self.pixels)
+        return self.image
 
 
 def _render_frame(
@@ -443,7 +453,7 @@ def _finish(
     budget: PixelBudget | None,
     reason: str | None,
 ) -> tuple[list[Image.Image], RenderRecord]:
-    images = [_to_image(p.pixels) for p in parts]
+    images = [p.to_image() for p in parts]
     meta = ds["_meta"] if isinstance(ds, dict) else safe_metadata(ds)
     record = RenderRecord(
         source_kind=kind,
@@ -568,22 +578,32 @@ def _pool(workers: int) -> ProcessPoolExecutor:
     """A persistent process pool, resized on demand.
 
     ``fork`` while this process has a single thread (fast start, no re-import of ``__main__``);
-    ``forkserver`` once other threads exist (a threaded server: forking could copy held locks), which
-    needs the usual ``if __name__ == "__main__":`` guard in a calling script.
+    ``forkserver`` once other threads exist — Python's or native ones (ONNX Runtime, OpenCV, BLAS
+    pools): forking could copy locks they hold — which needs the usual ``if __name__ == "__main__":``
+    guard in a calling script.
     """
     global _POOL, _POOL_SIZE
     if _POOL is None or _POOL_SIZE != workers:
         import multiprocessing
-        import threading
 
         if _POOL is not None:
             _POOL.shutdown(cancel_futures=True)
-        method = "fork" if threading.active_count() == 1 else "forkserver"
+        method = "fork" if _os_threads() == 1 else "forkserver"
         _POOL = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
         )
         _POOL_SIZE = workers
     return _POOL
+
+
+def _os_threads() -> int:
+    """Threads of this process as the OS sees them (native pools included); Python's count elsewhere."""
+    import threading
+
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
 
 
 @atexit.register
@@ -592,22 +612,32 @@ def _close_pool() -> None:
         _POOL.shutdown(cancel_futures=True)
 
 
-def _map(fn: Any, items: list[Any], workers: int) -> list[Any]:
-    """``[fn(x) for x in items]``, in ``workers`` processes when asked (falls back in-process if the pool broke).
+def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[Any]:
+    """``[finish(fn(x)) for x in items]``, in ``workers`` processes when asked (in-process if the pool broke).
 
     Chunks of about an eighth of the work per worker: few round trips, yet a slow worker (a shared
-    machine) does not leave the other idle at the end.
+    machine) does not leave the other idle at the end. ``finish`` runs here in the parent as each
+    result arrives, so its work (making the RGB images) overlaps the workers' instead of trailing them.
     """
     global _POOL
+    finish = finish or (lambda r: r)
     if workers <= 1 or len(items) < 2:
-        return [fn(x) for x in items]
+        return [finish(fn(x)) for x in items]
     chunk = max(1, math.ceil(len(items) / (workers * 8)))
     try:
-        return list(_pool(workers).map(fn, items, chunksize=chunk))
+        return [finish(r) for r in _pool(workers).map(fn, items, chunksize=chunk)]
     except BrokenProcessPool:
         log.warning("render worker pool broke; rendering in-process")
         _POOL = None
-        return [fn(x) for x in items]
+        return [finish(fn(x)) for x in items]
+
+
+def _with_image(result: Any) -> Any:
+    """Make the RGB image of a worker's render (a ``_Rendered``, or a ``_file_task`` triple holding one)."""
+    rendered = result[2] if isinstance(result, tuple) else result
+    if rendered is not None:
+        rendered.to_image()
+    return result
 
 
 def _render_series(
@@ -640,7 +670,7 @@ def _render_series(
     def task(i: int, frame: int, w: Window | None, render_now: bool = True) -> _SliceTask:
         return _SliceTask(sources[i], labels[i], frame, w, spec.composite, budget, limits, policy, render_now)
 
-    scanned = _map(_file_task, [task(i, 0, window, one_pass) for i in range(len(sources))], workers)
+    scanned = _map(_file_task, [task(i, 0, window, one_pass) for i in range(len(sources))], workers, _with_image)
     headers = [h for h, _, _ in scanned]
     order = slice_order(headers, labels)
     slices: list[tuple[int, int]] = []  # (file index, stored frame index) along the normal
@@ -663,7 +693,7 @@ def _render_series(
             window = first[0]
             results = {k: r for k, r in results.items() if k == middle or not r.windows or r.windows[0] == window}
     rest = [k for k in chosen if k not in results]
-    for k, r in zip(rest, _map(_slice_task, [task(*slices[k], window) for k in rest], workers)):
+    for k, r in zip(rest, _map(_slice_task, [task(*slices[k], window) for k in rest], workers, _with_image)):
         results[k] = r
     digest = hashlib.sha256("".join(scanned[i][1] for i in order).encode()).hexdigest()
     ref_file = slices[middle][0]
