@@ -12,7 +12,11 @@ import sys
 
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """Add the ``run`` / ``export`` subcommands to ``parser`` (or a new one)."""
-    p = parser or argparse.ArgumentParser(prog="python -m finetune", description="three-stage supervised fine-tuning")
+    p = parser
+    if p is None:
+        p = argparse.ArgumentParser(prog="python -m finetune", description="three-stage supervised fine-tuning")
+        # the deepspeed launcher puts --local_rank=N before the script's own arguments
+        p.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="finetune_action", metavar="{run,export}")
 
     r = sub.add_parser("run", help="train the pipeline's stages in order (stage k starts from stage k-1)")

@@ -1,7 +1,7 @@
 """``infimed finetune export RUN_DIR --out DIR --mode merged|adapter``: a servable model with a model card.
 
-    infimed finetune export runs/ft --out exports/ft-merged --mode merged     # infimed serve --model exports/ft-merged
-    infimed finetune export runs/ft --out exports/ft-lora --mode adapter      # infimed serve --model BASE --lora ft=exports/ft-lora
+    infimed finetune export runs/ft --out runs/ft-merged --mode merged     # infimed serve --model runs/ft-merged
+    infimed finetune export runs/ft --out runs/ft-lora --mode adapter      # infimed serve --model BASE --lora ft=runs/ft-lora
 
 The story: read the run (its ``run_config.json``; every stage must be finished) → find the *lineage* of
 the last stage (the stages it grew from through ``init_from: previous``, back to the base) → for an

@@ -3,7 +3,7 @@
     infimed finetune run finetune/configs/smoke_tiny_cpu.yaml --output-dir runs/ft-smoke --resume   # CPU
     infimed finetune run finetune/configs/qwen2_5_vl_3b_24gb.yaml --dry-run                          # memory per GPU
     torchrun --nproc_per_node 8 -m finetune run finetune/configs/qwen2_5_vl_3b_80gb.yaml --resume    # one node
-    infimed finetune export runs/ft-smoke --out exports/ft-smoke --mode merged                      # serve it
+    infimed finetune export runs/ft-smoke --out runs/ft-smoke-model --mode merged                      # serve it
 
 The story: read the pipeline YAML (``kind: finetune``, a list of the engine's stages, each starting from
 the previous one's output with ``init_from: previous``) → resolve the smoke-test sources (``tiny://``,
@@ -15,7 +15,6 @@ and step where it stopped. The pipeline YAML is copied into the run folder for t
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
@@ -32,10 +31,6 @@ def load_pipeline(path: str | Path) -> RunConfig:
     return resolve_sources(load_run_config(path, kind="finetune"))
 
 
-def _is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
 def run(config_path: str | Path, *, output_dir: str | None = None, dry: bool = False, resume: bool = False) -> int:
     """Train (or dry-run) the pipeline; returns a process exit code."""
     cfg = load_pipeline(config_path)
@@ -46,13 +41,11 @@ def run(config_path: str | Path, *, output_dir: str | None = None, dry: bool = F
             print(line)
         return 0
 
-    from training.trainer import run_stages
+    from training.trainer import is_main_process, run_stages
 
     out = Path(output_dir or cfg.output_dir)
-    if not resume and out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: output directory is not empty (pass --resume to continue the run)")
     results = run_stages(cfg, output_dir=out, resume=resume)
-    if _is_main_process():
+    if is_main_process():
         shutil.copyfile(config_path, out / PIPELINE_COPY)
         for r in results:
             tps = f"{r.tokens_per_second:.0f}" if r.tokens_per_second else "-"

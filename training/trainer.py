@@ -129,6 +129,11 @@ def complete_checkpoints(stage_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun/deepspeed launch (or a single process)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _write_json_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -355,6 +360,8 @@ def run_stage(cfg: RunConfig, stage: Stage, *, init_path: str, stage_dir: Path, 
         resumed_from=ckpt.name if ckpt else None,
     )
     save_final(trainer, processor, stage_dir / "final", result)
+    # Rank 0 writes final/; the next stage starts from it on every rank, so nobody may run ahead.
+    trainer.accelerator.wait_for_everyone()
     return result
 
 
@@ -394,12 +401,16 @@ def run_stages(cfg: RunConfig, *, output_dir: str | Path | None = None, resume: 
     its newest complete checkpoint; without it, an existing output directory is refused.
     """
     out = Path(output_dir or cfg.output_dir)
-    if not resume and out.exists() and any(out.iterdir()):
+    # Under torchrun/deepspeed every rank runs this; only rank 0 checks and writes the run's files (a
+    # refusal on rank 0 ends the launch: the launcher stops the other ranks).
+    main = is_main_process()
+    if main and not resume and out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: output directory is not empty (pass --resume to continue the run)")
     out.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(out / "run_config.json", cfg.model_dump(mode="json"))
-    if not (out / PROVENANCE).exists():  # the data and code the run started from (kept across resumes)
-        _write_json_atomic(out / PROVENANCE, run_provenance(cfg))
+    if main:
+        _write_json_atomic(out / "run_config.json", cfg.model_dump(mode="json"))
+        if not (out / PROVENANCE).exists():  # the data and code the run started from (kept across resumes)
+            _write_json_atomic(out / PROVENANCE, run_provenance(cfg))
     results: list[StageResult] = []
     previous = cfg.model
     for stage in cfg.stages:
@@ -414,5 +425,6 @@ def run_stages(cfg: RunConfig, *, output_dir: str | Path | None = None, resume: 
         res = run_stage(cfg, stage, init_path=init, stage_dir=stage_dir, resume=resume)
         results.append(res)
         previous = res.output
-    _write_json_atomic(out / "run_summary.json", [asdict(r) for r in results])
+    if main:
+        _write_json_atomic(out / "run_summary.json", [asdict(r) for r in results])
     return results
