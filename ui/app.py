@@ -271,14 +271,20 @@ def build_ui(config: UIConfig) -> Any:
             log.info("stop: generation of request %s stopped by the user", s.turns[-1].request_id)
         else:
             log.info("stop: nothing to stop (%s)", "no question yet" if not s.turns else "the answer had finished")
-        return chat_display(s.turns), _answer_choices(s), gr.update(interactive=True, value="Ask")
+        # Only the button: the running answer shows its own final state within a quarter second. Writing the
+        # chat from here too would race with it, and Gradio applies a generator's updates as diffs against
+        # its own previous output, so a diff landing on this handler's chat garbles the text.
+        return gr.update(interactive=True, value="Ask")
 
     def on_clear(request: gr.Request):
         s = session(request)
+        running = any(t.finish_reason is None and not t.stopped and not t.error for t in s.turns)
         for t in s.turns:
             t.stopped = t.stopped or t.finish_reason is None  # a running answer ends
         s.turns.clear()
         s.attached_key = ""
+        if running:  # the running answer shows the empty conversation itself (see on_stop: no racing diffs)
+            return gr.update(), gr.update(), gr.update()
         return [], _answer_choices(s), gr.update(interactive=True, value="Ask")
 
     def on_feedback(answer: str | None, rating: str, comment: str, link: bool, request: gr.Request):
@@ -437,7 +443,7 @@ def build_ui(config: UIConfig) -> Any:
         question.submit(ask, [question, model, *controls, *sampling], ask_outputs)
         # Stop sets a flag the running answer checks (see ask); Gradio's own cancel would kill the generator
         # before it can show the final state.
-        stop.click(on_stop, None, [chatbot, answer_pick, send])
+        stop.click(on_stop, None, send)
         clear.click(on_clear, None, [chatbot, answer_pick, send])
         fb_send.click(on_feedback, [answer_pick, rating, comment, link], [comment, fb_status])
         chatbot.like(on_like, None, fb_status)
