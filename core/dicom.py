@@ -26,7 +26,7 @@ import os
 import struct
 import warnings
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -115,12 +115,12 @@ class DicomFile:
     from ``pixel_offset`` without parsing the header again. ``sha256`` of the bytes is computed once.
     """
 
-    data: bytes | mmap.mmap
+    data: bytes | mmap.mmap = field(repr=False)
     label: str
-    header: Dataset  # read with stop_before_pixels: no pixel data yet
+    header: Dataset = field(repr=False)  # read with stop_before_pixels: no pixel data yet
     pixel_offset: int  # where the header parse stopped (the pixel data element, if any)
-    _sha256: str | None = None
-    _dataset: Dataset | None = None
+    _sha256: str | None = field(default=None, repr=False)
+    _dataset: Dataset | None = field(default=None, repr=False)  # header + pixel data, once read
 
     @property
     def sha256(self) -> str:
