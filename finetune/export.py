@@ -46,6 +46,8 @@ class ExportResult:
     out: Path
     mode: str  # what was written
     requested_mode: str
+    base_model: str = "BASE"
+    adapter_rank: int | None = None
     refusal: str | None = None  # why an adapter export became a merged one
     reasons: list[str] = field(default_factory=list)
     card: list[Path] = field(default_factory=list)
@@ -56,9 +58,15 @@ class ExportResult:
         serve = (
             f"infimed serve --model {self.out}"
             if self.mode == "merged"
-            else f"infimed serve --model BASE --lora NAME={self.out}"
+            else f"infimed serve --model {self.base_model} --lora NAME={self.out} -- --max-lora-rank "
+            f"{_vllm_rank(self.adapter_rank or 8)}"
         )
         return f"wrote {what} to {self.out} (model card: {self.out / model_card.CARD_MD}); serve it: {serve}"
+
+
+def _vllm_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds ``rank`` (its choices are 8, 16, 32, …)."""
+    return max(8, 1 << (rank - 1).bit_length())
 
 
 # --------------------------------------------------------------------------- the run
@@ -158,7 +166,13 @@ def export_run(
             raise ExportError(f"--eval {d}: {e}") from e
     chain, start_model = lineage(cfg)
     final = run_dir / chain[-1].name / "final"
-    base_dir = resolve_model_dir(start_model)
+    try:
+        base_dir: Path | None = resolve_model_dir(start_model)
+    except ExportError:
+        if mode == "adapter":  # the refusal rule needs the base's tensors
+            raise
+        base_dir = None  # a merged export does not need the base: the card just says less
+        log.warning("base model %s is not available here: the model card will not compare against it", start_model)
     adapters = [read_adapter(run_dir / st.name / "final" / "adapter")
                 for st in chain if (run_dir / st.name / "final" / "adapter").is_dir()]  # fmt: skip
 
@@ -166,11 +180,13 @@ def export_run(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    result = ExportResult(out=out, mode=mode, requested_mode=mode)
-    log.info("comparing %s with its base %s tensor by tensor", final, base_dir)
-    changes = compare_to_base(base_dir, final, adapters)
-    result.changes = changes
+    result = ExportResult(out=out, mode=mode, requested_mode=mode, base_model=start_model)
+    changes = None
+    if base_dir is not None:
+        log.info("comparing %s with its base %s tensor by tensor", final, base_dir)
+        changes = result.changes = compare_to_base(base_dir, final, adapters)
     if mode == "adapter":
+        assert changes is not None  # adapter mode requires the base (above)
         reasons = adapter_blockers_from_config(chain, adapters) + changes.reasons()
         if not adapters:
             reasons.insert(0, "no stage of the lineage trained LoRA adapters (trainable.language: lora)")
@@ -186,18 +202,19 @@ def export_run(
     rank = None
     if result.mode == "adapter":
         stack_adapters(adapters, tmp, base_model=start_model)
-        rank = int(json.loads((tmp / "adapter_config.json").read_text())["r"])
+        rank = result.adapter_rank = int(json.loads((tmp / "adapter_config.json").read_text())["r"])
     else:
-        target_dtype = target_dtype or config_dtype(base_dir)
+        target_dtype = target_dtype or config_dtype(base_dir or final)
         write_merged(final, tmp, dtype=target_dtype)
 
     card = model_card.build_card(
         name=name or out.name, mode=result.mode, requested_mode=mode, refusal=result.reasons, run_dir=run_dir,
         run_config=cfg.model_dump(mode="json"), provenance=provenance, stages=_stage_rows(cfg, run_dir),
         lineage=[s.name for s in chain],
-        changes={"tensors": changes.tensors, "lora_explained": len(changes.lora_explained),
-                 "changed": {m: len(k) for m, k in changes.changed.items()},
-                 "lora_mismatch": len(changes.lora_mismatch), "structure": changes.structure[:5]},
+        changes=None if changes is None else {
+            "tensors": changes.tensors, "lora_explained": len(changes.lora_explained),
+            "changed": {m: len(k) for m, k in changes.changed.items()},
+            "lora_mismatch": len(changes.lora_mismatch), "structure": changes.structure[:5]},
         dtype=target_dtype, adapter_rank=rank, evaluations=evaluations,
         exported_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )  # fmt: skip

@@ -73,9 +73,10 @@ def trainable_summary(model: Any) -> dict[str, tuple[int, int]]:
     out = {m: [0, 0] for m in MODULES}
     for name, p in model.named_parameters():
         m = module_of(name)
-        out[m][1] += p.numel()
+        n = getattr(p, "ds_numel", None) or p.numel()  # ZeRO-3 partitions p; ds_numel is its full size
+        out[m][1] += n
         if p.requires_grad:
-            out[m][0] += p.numel()
+            out[m][0] += n
     return {m: (t, n) for m, (t, n) in out.items()}
 
 

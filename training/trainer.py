@@ -18,6 +18,7 @@ step (after its checkpoint, if one is due); ``INFIMED_FAULT_MODE=raise|exit|kill
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -365,6 +366,16 @@ def run_stage(cfg: RunConfig, stage: Stage, *, init_path: str, stage_dir: Path, 
     return result
 
 
+def _gathered_for_reading(trainer: PackTrainer) -> contextlib.AbstractContextManager:
+    """ZeRO-3: all parameters gathered on every rank, changes discarded on exit; otherwise a no-op."""
+    plugin = getattr(trainer.accelerator.state, "deepspeed_plugin", None)
+    if trainer.is_deepspeed_enabled and plugin is not None and plugin.zero_stage == 3:
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(list(trainer.model.parameters()), modifier_rank=None)
+    return contextlib.nullcontext()
+
+
 def save_final(trainer: PackTrainer, processor: Any, final: Path, result: StageResult) -> None:
     """Write the stage's model (LoRA merged; adapter kept beside it), processor and summary atomically."""
     tmp = final.with_name(final.name + ".tmp")
@@ -372,11 +383,12 @@ def save_final(trainer: PackTrainer, processor: Any, final: Path, result: StageR
         shutil.rmtree(tmp)
     model = trainer.model
     if hasattr(model, "merge_and_unload"):  # PEFT
-        if trainer.args.should_save:
-            model.save_pretrained(tmp / "adapter")
-        merged = model.merge_and_unload()
-        if trainer.args.should_save:
-            merged.save_pretrained(tmp)
+        # Under ZeRO-3 every rank holds a shard of each weight: gather them all (every rank takes part)
+        # for rank 0 to merge and save. The gather is read-only; the model is not trained any further.
+        with _gathered_for_reading(trainer):
+            if trainer.args.should_save:
+                model.save_pretrained(tmp / "adapter")
+                model.merge_and_unload().save_pretrained(tmp)
     else:
         trainer.save_model(str(tmp))
     if trainer.args.should_save:

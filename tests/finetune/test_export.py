@@ -193,3 +193,16 @@ def test_the_refusal_names_what_the_configuration_trained(tmp_path):
     ]
     assert adapter_blockers_from_config([stage("one")], []) == []
     assert "the language model in full" in adapter_blockers_from_config([stage("f", language="full")], [])[0]
+
+
+def test_merged_export_works_without_the_base_but_an_adapter_needs_it(smoke_run, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(smoke_run, moved, ignore=shutil.ignore_patterns("checkpoint-*", "runs"))
+    cfg = json.loads((moved / "run_config.json").read_text())
+    cfg["model"] = str(tmp_path / "base-was-deleted")
+    (moved / "run_config.json").write_text(json.dumps(cfg))
+    result = export_run(moved, tmp_path / "m", mode="merged")
+    assert result.changes is None and (tmp_path / "m" / "model.safetensors").is_file()
+    assert json.loads((tmp_path / "m" / "model_card.json").read_text())["changes_vs_base"] is None
+    with pytest.raises(ExportError, match="base-was-deleted: base model is neither a folder nor in the local"):
+        export_run(moved, tmp_path / "a", mode="adapter")
