@@ -107,7 +107,7 @@ def _config(name: str, n: int, scale: float) -> E2EConfig:
 
 CONFIGS = {
     "full": _config("full", 2000, 1.0),
-    "ci": _config("ci", 800, 0.6),
+    "ci": replace(_config("ci", 600, 0.6), eval_limit=150),
     "smoke": _config("smoke", 150, 0.1),  # wiring only: a few steps per stage
 }
 
@@ -397,7 +397,7 @@ def verdicts(table: dict[str, Any], *, goal: float = 0.85) -> dict[str, Any]:
         qt: row["shuffled"]["ci95"] is not None and row["shuffled"]["ci95"][0] <= row["chance"] + 0.05
         for qt, row in table.items()
     }  # fmt: skip
-    tr, un, sh = (overall[r]["acc"] or 0.0 for r in ROWS)
+    un, tr, sh = (overall[r]["acc"] or 0.0 for r in ROWS)
     return {
         f"trained closed accuracy >= {goal}": tr >= goal,
         "every type above chance (trained, Wilson lower bound > chance)": all(per_type.values()),
@@ -406,6 +406,18 @@ def verdicts(table: dict[str, Any], *, goal: float = 0.85) -> dict[str, Any]:
         "trained - untrained (points)": round(100 * (tr - un), 1),
         "trained - shuffled (points)": round(100 * (tr - sh), 1),
     }
+
+
+def _err(table: dict[str, Any], names: list[str], row: str, side: int) -> list[float]:
+    """Error-bar lengths (percent) below (``side`` 0) or above (1) each accuracy; clamped at 0 by the caller."""
+    out = []
+    for q in names:
+        c = table[q][row]
+        if c["ci95"] is None or c["acc"] is None:
+            out.append(0.0)
+        else:
+            out.append(100 * (c["acc"] - c["ci95"][0] if side == 0 else c["ci95"][1] - c["acc"]))
+    return out
 
 
 def plot(table: dict[str, Any], path: Path, title: str) -> Path:
@@ -421,9 +433,9 @@ def plot(table: dict[str, Any], path: Path, title: str) -> Path:
         xs = [i + (k - 1) * width for i in range(len(names))]
         accs = [100 * (table[q][row]["acc"] or 0) for q in names]
         errs = [
-            [100 * ((table[q][row]["acc"] or 0) - table[q][row]["ci95"][0]) if table[q][row]["ci95"] else 0 for q in names],
-            [100 * (table[q][row]["ci95"][1] - (table[q][row]["acc"] or 0)) if table[q][row]["ci95"] else 0 for q in names],
-        ]  # fmt: skip
+            [max(0.0, lo) for lo in _err(table, names, row, 0)],
+            [max(0.0, hi) for hi in _err(table, names, row, 1)],
+        ]
         bars = ax.bar(xs, accs, width, yerr=errs, capsize=2, label=row)
         ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
     for i, q in enumerate(names):
@@ -547,13 +559,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads of the training commands (default OMP_NUM_THREADS or 1)")  # fmt: skip
     ap.add_argument("--engine-threads", type=int, default=2, help="threads of the vLLM engine")
     ap.add_argument("--n-phantoms", type=int, default=None, help="override the configuration's phantom count")
+    ap.add_argument(
+        "--report-only", action="store_true", help="print the table and redraw the plot from OUT/results.json"
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cfg = CONFIGS[args.config]
     if args.n_phantoms:
         cfg = replace(cfg, n_phantoms=args.n_phantoms)
     out = Path(args.out).resolve()
-    result = run_chain(cfg, out, threads=args.threads, engine_threads=args.engine_threads)
+    if args.report_only:
+        result = json.loads((out / "results.json").read_text())
+        result["verdicts"] = verdicts(result["table"])
+        plot(result["table"], out / "results.png", f"e2e phantoms, {result['config']['name']} config")
+    else:
+        result = run_chain(cfg, out, threads=args.threads, engine_threads=args.engine_threads)
     print()
     print(format_table(result["table"]))
     print()
