@@ -444,7 +444,7 @@ def plot(table: dict[str, Any], path: Path, title: str) -> Path:
     ax.set_ylabel("closed-question accuracy (%)")
     ax.set_ylim(0, 110)
     ax.set_title(title + " (dashed: chance = majority answer; bars: Wilson 95 %)", fontsize=9)
-    ax.legend(fontsize=8, loc="upper left", ncols=3)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncols=3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
