@@ -206,3 +206,16 @@ def test_merged_export_works_without_the_base_but_an_adapter_needs_it(smoke_run,
     assert json.loads((tmp_path / "m" / "model_card.json").read_text())["changes_vs_base"] is None
     with pytest.raises(ExportError, match="base-was-deleted: base model is neither a folder nor in the local"):
         export_run(moved, tmp_path / "a", mode="adapter")
+
+
+def test_merged_export_casts_to_the_requested_dtype(smoke_run, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    export_run(smoke_run, tmp_path / "bf16", mode="merged", dtype="bfloat16")
+    weights = load_file(tmp_path / "bf16" / "model.safetensors")
+    assert {v.dtype for v in weights.values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "bf16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    final = load_file(smoke_run / "mix" / "final" / "model.safetensors")
+    assert all(torch.equal(weights[k], final[k].to(torch.bfloat16)) for k in final)
