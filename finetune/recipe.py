@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from training.sources import resolve_sources
-from training.stage import RunConfig, load_run_config
+from training.stage import MODULES, RunConfig, load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def run(config_path: str | Path, *, output_dir: str | None = None, dry: bool = F
         for r in results:
             tps = f"{r.tokens_per_second:.0f}" if r.tokens_per_second else "-"
             loss = f"{r.final_loss:.4f}" if r.final_loss is not None else "-"
-            trained = ", ".join(f"{m} {t:,}/{n:,}" for m, (t, n) in r.trainable.items())
+            trained = ", ".join(f"{m} {r.trainable[m][0]:,}/{r.trainable[m][1]:,}" for m in MODULES if m in r.trainable)
             resumed = f" (resumed from {r.resumed_from})" if r.resumed_from else ""
             print(f"{r.name}: {r.steps} steps{resumed}, final loss {loss}, {tps} tokens/s, "
                   f"trainable {trained} → {r.output}")  # fmt: skip
