@@ -107,7 +107,7 @@ def _config(name: str, n: int, scale: float) -> E2EConfig:
 
 CONFIGS = {
     "full": _config("full", 2000, 1.0),
-    "ci": replace(_config("ci", 600, 0.6), eval_limit=150),
+    "ci": replace(_config("ci", 800, 0.9), eval_limit=150),
     "smoke": _config("smoke", 150, 0.1),  # wiring only: a few steps per stage
 }
 
