@@ -311,11 +311,22 @@ def ensure_tiny_model(cache_dir: str | Path, *, preset: str = "tiny", seed: int 
     target = Path(cache_dir) / f"{preset}-{seed}-{key}"
     if (target / "infimed_tiny.json").exists():
         return target
-    tmp = target.with_name(target.name + ".building")
-    if tmp.exists():
-        import shutil
+    import shutil
+    import tempfile
 
-        shutil.rmtree(tmp)
-    build_tiny_model(tmp, preset=preset, seed=seed)
-    tmp.rename(target)
+    # Each process builds in its own directory: several ranks of one torchrun job (or parallel test
+    # sessions) may ask at once. The build is byte-identical for a seed, so whichever rename lands
+    # first wins and the others discard their copy.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".building-", dir=target.parent))
+    try:
+        build_tiny_model(tmp, preset=preset, seed=seed)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "infimed_tiny.json").exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -28,7 +28,9 @@ def test_loads_with_auto_classes_and_generates(tiny_model_dir):
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is this?"}]}]
     prompt = processor.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
     # the real Qwen2.5-VL template: default system prompt, vision tokens, generation prompt
-    assert prompt.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
+    assert prompt.startswith(
+        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+    )
     assert prompt.endswith("<|im_start|>assistant\n")
     batch = processor(text=[prompt], images=[Image.new("RGB", (112, 112), "gray")], return_tensors="pt")
     assert tuple(batch["image_grid_thw"][0].tolist()) == (1, 8, 8)  # 112 px / 14 = 8 patches a side
@@ -39,7 +41,9 @@ def test_loads_with_auto_classes_and_generates(tiny_model_dir):
     assert out.shape[1] > batch["input_ids"].shape[1]
 
 
-@pytest.mark.parametrize("text", ['{"answer": "yes", "score": 0.93}', "Ünïcödé ✓ — 肺结节 😀", "\t\n  tabs and\nnewlines "])
+@pytest.mark.parametrize(
+    "text", ['{"answer": "yes", "score": 0.93}', "Ünïcödé ✓ — 肺结节 😀", "\t\n  tabs and\nnewlines "]
+)
 def test_tokenizer_expresses_any_text(tiny_model_dir, text):
     from transformers import AutoTokenizer
 
@@ -66,3 +70,23 @@ def test_cli_builds_and_prints_checksums(tmp_path, capsys):
     assert sums["model.safetensors"] in out
     assert json.loads((tmp_path / "m" / "infimed_tiny.json").read_text())["seed"] == 1
     assert main(["tiny-model", str(tmp_path / "x"), "--preset", "huge"]) == 2
+
+
+def test_processes_building_the_same_model_at_once_all_get_it(tmp_path):
+    """Two ranks of one torchrun job ask for the tiny model in a fresh cache at the same moment."""
+    import subprocess
+    import sys
+
+    code = "import sys; from core.tiny import ensure_tiny_model; print(ensure_tiny_model(sys.argv[1]))"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(3)
+    ]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
+    paths = {out.strip().splitlines()[-1] for out, _ in results}
+    assert len(paths) == 1
+    built = [d.name for d in tmp_path.iterdir()]
+    assert built == [paths.pop().rsplit("/", 1)[1]], built  # no leftover build directories
