@@ -21,6 +21,9 @@ class DicomError(RenderError):
         where = f"{source}: {tag}: " if tag else f"{source}: "
         super().__init__(where + problem)
 
+    def __reduce__(self) -> tuple:  # picklable: errors cross the render worker pool's process boundary
+        return _rebuild_dicom_error, (self.source, self.problem, self.tag)
+
 
 class BurnedInTextError(RenderError):
     """The image probably carries burned-in text (patient data in pixels) and the policy refuses it.
@@ -32,3 +35,10 @@ class BurnedInTextError(RenderError):
         self.source = source
         self.reason = reason
         super().__init__(f"{source}: refused: {reason}")
+
+    def __reduce__(self) -> tuple:
+        return BurnedInTextError, (self.source, self.reason)
+
+
+def _rebuild_dicom_error(source: str, problem: str, tag: str | None) -> DicomError:
+    return DicomError(source, problem, tag=tag)

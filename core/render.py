@@ -13,6 +13,7 @@ selection → decode → modality LUT → VOI → MONOCHROME1 → RGB (see ``cor
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import math
@@ -612,23 +613,57 @@ def _close_pool() -> None:
         _POOL.shutdown(cancel_futures=True)
 
 
-def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[Any]:
-    """``[finish(fn(x)) for x in items]``, in ``workers`` processes when asked (in-process if the pool broke).
+def _discard_pool() -> None:
+    """Drop a broken pool and kill what is left of its workers.
 
-    Chunks of about an eighth of the work per worker: few round trips, yet a slow worker (a shared
-    machine) does not leave the other idle at the end. ``finish`` runs here in the parent as each
-    result arrives, so its work (making the RGB images) overlaps the workers' instead of trailing them.
+    CPython ≤ 3.11 can lose the pool's manager thread while it fails the futures of a broken pool
+    (``InvalidStateError`` on a cancelled one), leaving an idle worker that would block interpreter
+    exit; killing the workers here makes the exit sure.
     """
-    global _POOL
+    global _POOL, _POOL_SIZE
+    pool, _POOL, _POOL_SIZE = _POOL, None, 0
+    if pool is None:
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
+            proc.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _run_chunk(fn: Any, chunk: list[Any]) -> list[Any]:
+    return [fn(x) for x in chunk]
+
+
+def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[Any]:
+    """``[finish(fn(x)) for x in items]`` in ``workers`` processes: this one and ``workers - 1`` pool workers.
+
+    The items go in chunks (about an eighth of the work per process) to the pool, front first; this
+    process works too, taking chunks from the back that no worker has started yet (a cancelled
+    future), until the two ends meet. Three busy processes on two cores would be slower: the calling
+    process would otherwise sit waiting, then compete with the workers for receiving and finishing
+    results. ``finish`` (making the RGB images) runs here. In-process if the pool broke.
+    """
     finish = finish or (lambda r: r)
     if workers <= 1 or len(items) < 2:
         return [finish(fn(x)) for x in items]
-    chunk = max(1, math.ceil(len(items) / (workers * 8)))
+    size = max(1, math.ceil(len(items) / (workers * 8)))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
     try:
-        return [finish(r) for r in _pool(workers).map(fn, items, chunksize=chunk)]
+        futures = [_pool(workers - 1).submit(_run_chunk, fn, c) for c in chunks]
+        done: dict[int, list[Any]] = {}
+        try:
+            for j in reversed(range(len(chunks))):
+                if not futures[j].cancel():
+                    break  # a worker has it: the rest are (being) done by the pool
+                done[j] = [finish(fn(x)) for x in chunks[j]]
+        except BaseException:
+            for f in futures:
+                f.cancel()  # a bad file here: the pool need not finish the series
+            raise
+        return [r for j in range(len(chunks)) for r in (done[j] if j in done else map(finish, futures[j].result()))]
     except BrokenProcessPool:
         log.warning("render worker pool broke; rendering in-process")
-        _POOL = None
+        _discard_pool()
         return [finish(fn(x)) for x in items]
 
 

@@ -186,6 +186,21 @@ def test_phantom_series_in_two_processes_matches_one(tmp_path) -> None:
     assert r1.frames == list(range(12)) and len(set(positions)) == 12
 
 
+@pytest.mark.parametrize("bad", [0, 11])  # a slice this process renders, and one a worker renders
+def test_broken_slice_in_two_processes_is_a_clear_error_and_the_pool_survives(tmp_path, bad: int) -> None:
+    from core.phantoms import generate_series
+
+    paths = [str(p) for p in generate_series(tmp_path, slices=12, seed=0, size=96)]
+    paths.sort(key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    data = Path(paths[bad]).read_bytes()
+    Path(paths[bad]).write_bytes(data[: len(data) - 4000])  # pixel data cut short
+    with pytest.raises(DicomError, match=Path(paths[bad]).name):
+        render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12, workers=2)
+    Path(paths[bad]).write_bytes(data)
+    images, record = render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12, workers=2)
+    assert len(images) == 12 and record.frames == list(range(12))
+
+
 def test_series_rejects_plain_images_and_mixed_series() -> None:
     png = _png(np.zeros((10, 10), np.uint8))
     with pytest.raises(RenderError, match="DICOM series"):
@@ -286,3 +301,39 @@ def test_resize_is_close_to_pillow_bicubic_and_exact_for_integer_factors() -> No
     box = arr.reshape(64, 2, 64, 2).astype(float).mean(axis=(1, 3))
     assert np.abs(resize_uint8(arr, (64, 64)).astype(float) - box).max() <= 0.5
     assert resize_uint8(arr, (128, 128)) is arr
+
+
+def test_errors_cross_the_process_boundary_intact() -> None:
+    import pickle
+
+    from core._errors import BurnedInTextError
+
+    e = pickle.loads(pickle.dumps(DicomError("a.dcm", "pixel data is truncated", tag="(7FE0,0010) PixelData")))
+    assert (str(e), e.source, e.tag, e.problem) == ("a.dcm: (7FE0,0010) PixelData: pixel data is truncated", "a.dcm", "(7FE0,0010) PixelData", "pixel data is truncated")
+    b = pickle.loads(pickle.dumps(BurnedInTextError("b.dcm", "text may be burned in")))
+    assert (str(b), b.reason) == ("b.dcm: refused: text may be burned in", "text may be burned in")
+
+
+_CRASH = """
+import os, sys
+from core import render
+
+parent = os.getpid()
+
+def square(x):
+    if os.getpid() != parent:
+        os._exit(3)  # a worker dies (killed by the OOM killer, say)
+    return x * x
+
+print(render._map(square, list(range(40)), 2) == [x * x for x in range(40)], render._POOL is None)
+"""
+
+
+def test_a_dead_worker_falls_back_in_process_and_the_interpreter_still_exits() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", _CRASH], cwd=root, capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True"]
