@@ -1,13 +1,17 @@
 """``infimed phantoms OUT --n N --seed S [--size PX] [--modalities CT,CR,MR] [--lesion-radius MIN MAX] [--question-set closed] ...``.
 
 Writes synthetic chest phantoms (DICOM), their ground truth (truth.jsonl) and VQA + caption samples
-(manifest.jsonl); ``--series K`` also writes a K-slice CT series under OUT/series/.
+(manifest.jsonl); ``--series K`` also writes a K-slice CT series under OUT/series/; ``--reports-csv F``
+also writes what a hospital exports next to its DICOM folder: one CSV row per question-answer pair or
+report, keyed by the image's SOPInstanceUID (the input of ``infimed deid --reports`` and
+``infimed curate --reports``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one chat per image and compact captions (the end-to-end learning proof)",
     )
     p.add_argument("--series", type=int, default=0, metavar="K", help="also write a K-slice CT series")
+    p.add_argument(
+        "--reports-csv",
+        default=None,
+        metavar="CSV",
+        help="also write a reports / QA CSV keyed by SOPInstanceUID (a hospital export's companion file)",
+    )
     p.set_defaults(func=run)
 
 
@@ -71,4 +81,42 @@ def run(args: argparse.Namespace) -> int:
     if args.series:
         paths = generate_series(f"{args.out_dir}/series", slices=args.series, seed=args.seed, size=args.size)
         print(f"{args.out_dir}/series: {len(paths)} CT slices")
+    if args.reports_csv:
+        rows = write_reports_csv(manifest, args.reports_csv)
+        qa = sum(1 for r in rows if r["question"])
+        print(f"{args.reports_csv}: {len(rows)} rows ({qa} QA, {len(rows) - qa} reports)")
     return 0
+
+
+def write_reports_csv(manifest: Path, out_csv: str | Path) -> list[dict[str, str]]:
+    """One row per sample of a phantoms manifest: SOPInstanceUID, question, answer, question_type, options
+    (a JSON list, empty for open questions), report. Written atomically."""
+    import csv
+    import json
+    import os
+
+    import pydicom
+
+    rows: list[dict[str, str]] = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        s = json.loads(line)
+        dcm = manifest.parent / s["images"][0]["path"]
+        sop = str(pydicom.dcmread(dcm, stop_before_pixels=True).SOPInstanceUID)
+        row = {"SOPInstanceUID": sop, "question": "", "answer": "", "question_type": "", "options": "", "report": ""}
+        meta = s.get("meta") or {}
+        if s["task"] == "vqa":
+            options = s.get("options") or meta.get("options")
+            row |= {"question": s["messages"][0]["content"].split("\n", 1)[-1], "answer": str(meta["answer"]),
+                    "question_type": meta.get("question_type", ""), "options": json.dumps(options) if options else ""}  # fmt: skip
+        else:
+            row["report"] = s["text"].replace("<image>", "").strip()
+        rows.append(row)
+    out = Path(out_csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, out)
+    return rows

@@ -132,6 +132,26 @@ def test_cli(tmp_path, capsys) -> None:
     assert "modalities" in capsys.readouterr().err
 
 
+def test_cli_reports_csv_is_keyed_by_the_files_sop_uids(tmp_path, capsys) -> None:
+    import csv
+    import json
+
+    from infimed.cli import main
+
+    out_csv = tmp_path / "export" / "reports_qa.csv"
+    assert main(["phantoms", str(tmp_path / "p"), "--n", "3", "--seed", "2", "--size", "64", "--reports-csv", str(out_csv)]) == 0
+    rows = list(csv.DictReader(out_csv.open(encoding="utf-8")))
+    samples = load_manifest(tmp_path / "p" / "manifest.jsonl")
+    sops = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in (tmp_path / "p" / "images").glob("*.dcm")}
+    assert len(rows) == len(samples) and {r["SOPInstanceUID"] for r in rows} == sops
+    qa = [r for r in rows if r["question"]]
+    assert len(qa) == sum(1 for s in samples if s.task == "vqa") and all(r["answer"] and not r["report"] for r in qa)
+    assert all(r["report"] and "<image>" not in r["report"] for r in rows if not r["question"])
+    closed = [r for r in qa if r["options"]]
+    assert closed and all(r["answer"] in json.loads(r["options"]) for r in closed)
+    assert f"{len(rows)} rows ({len(qa)} QA, {len(rows) - len(qa)} reports)" in capsys.readouterr().out
+
+
 def test_closed_question_set(tmp_path) -> None:
     """The end-to-end proof's questions: all closed, count with 0…max options, one chat per image."""
     manifest = generate_phantoms(tmp_path, n=24, seed=5, size=112, max_nodules=2, question_set="closed")
