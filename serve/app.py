@@ -157,37 +157,65 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         return await _api_error(request, APIError(500, "internal error in the gateway; the request id is in the X-Request-Id header", code="internal_error"))
 
     # ------------------------------------------------------------------ middleware: request id, body limit, access log, metrics
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):
-        rid = request.headers.get("x-request-id", "")
-        if not rid or len(rid) > 128 or not set(rid) <= _RID_OK:
-            rid = uuid.uuid4().hex
-        request.state.request_id = rid
-        request.state.key_id = "-"
-        request.state.model = "-"
-        request.state.images = 0
-        request.state.usage = None
-        route = _route_label(request.url.path)
-        t0 = time.perf_counter()
-        length = request.headers.get("content-length")
-        limit = body_limit(request.url.path)
-        if length is not None and length.isdigit() and int(length) > limit:
-            response: Response = await _api_error(request, APIError(413, f"request body is {length} bytes, over this route's limit of {limit}", code="body_too_large"))
-        else:
-            response = await call_next(request)
-        response.headers["X-Request-Id"] = rid
-        dt = time.perf_counter() - t0
-        gw.metrics.requests.labels(route=route, status=str(response.status_code)).inc()
-        if not isinstance(response, StreamingResponse):
-            gw.metrics.latency.labels(route=route).observe(dt)
-        # One structured line per request: identifiers we generate and counts only — never content.
-        if route not in ("/health", "/ready"):
-            usage = request.state.usage or {}
-            log.info(json.dumps({"request_id": rid, "route": route, "method": request.method, "status": response.status_code,
-                                 "key_id": request.state.key_id, "model": request.state.model, "ms": round(dt * 1000, 1),
-                                 "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
-                                 "images": request.state.images}))  # fmt: skip
-        return response
+    class Observe:
+        """Request id, body-size guard, metrics and the access-log line, as plain ASGI.
+
+        Plain ASGI rather than ``BaseHTTPMiddleware``: no extra task and memory stream per request,
+        and streamed bodies pass straight through. The log line is written when the response has
+        been sent (for a stream, at its end), so ``ms`` is the whole request.
+        """
+
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await self.app(scope, receive, send)
+                return
+            headers = dict(scope["headers"])
+            rid = headers.get(b"x-request-id", b"").decode("latin-1")
+            if not rid or len(rid) > 128 or not set(rid) <= _RID_OK:
+                rid = uuid.uuid4().hex
+            state = scope.setdefault("state", {})
+            state.update(request_id=rid, key_id="-", model="-", images=0, usage=None)
+            path = scope["path"]
+            route = _route_label(path)
+            t0 = time.perf_counter()
+            status = 500
+            streaming = False
+            rid_header = (b"x-request-id", rid.encode("latin-1"))
+
+            async def send_with_id(message: dict[str, Any]) -> None:
+                nonlocal status, streaming
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    out = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+                    streaming = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in out)
+                    message = {**message, "headers": [*out, rid_header]}
+                await send(message)
+
+            length = headers.get(b"content-length", b"").decode("latin-1")
+            limit = body_limit(path)
+            try:
+                if length.isdigit() and int(length) > limit:
+                    err = APIError(413, f"request body is {length} bytes, over this route's limit of {limit}", code="body_too_large")
+                    await (await _api_error(Request(scope), err))(scope, receive, send_with_id)
+                else:
+                    await self.app(scope, receive, send_with_id)
+            finally:
+                dt = time.perf_counter() - t0
+                gw.metrics.requests.labels(route=route, status=str(status)).inc()
+                if not streaming:
+                    gw.metrics.latency.labels(route=route).observe(dt)
+                # One structured line per request: identifiers we generate and counts only — never content.
+                if route not in ("/health", "/ready"):
+                    usage = state.get("usage") or {}
+                    log.info(json.dumps({"request_id": rid, "route": route, "method": scope["method"], "status": status,
+                                         "key_id": state.get("key_id"), "model": state.get("model"), "ms": round(dt * 1000, 1),
+                                         "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+                                         "images": state.get("images")}))  # fmt: skip
+
+    app.add_middleware(Observe)
 
     # ------------------------------------------------------------------ dependencies
 
