@@ -2,8 +2,22 @@
 
 ``rapidocr`` ≥ 3 (import name ``rapidocr``, OpenCV headless) is preferred; the older
 ``rapidocr-onnxruntime`` 1.x (import name ``rapidocr_onnxruntime``) is accepted too. Neither is
-downloaded at run time: both wheels ship their detection and recognition models. Recognised text
-is never logged or returned: only the boxes are used, to black them out.
+downloaded at run time: both wheels ship their detection and recognition models.
+
+Shared OCR entry points: the file name keeps its underscore, but these names are public, for every
+package that needs OCR (today ``core.render`` and ``curation.scorers._ocr``, the ``safety.burned_in``
+scorer), so that a curated image and a rendered one are read by one engine under one rule:
+
+- :func:`ocr_engine` — the process-wide engine, loaded once, or ``None`` without the extra; it is cached
+  in the module attribute ``_OCR`` (tests put a fake there);
+- :func:`detections` — ``(box, text, score)`` triples from an engine's result, whichever RapidOCR API
+  produced it;
+- ``MIN_SCORE`` — with at least two letters or digits, what counts as text; ``OCR_HINT`` — the install
+  hint for error messages;
+- :func:`redact_text` and :func:`ocr_available` — the renderer's redaction.
+
+Recognised text is never logged: :func:`redact_text` uses only the boxes, to black them out, and callers
+of :func:`detections` keep the text in memory.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ def redact_text(arr: np.ndarray, *, label: str, required: bool) -> tuple[np.ndar
     extra: raises :class:`BurnedInTextError` when ``required`` (the header says text is or may be
     burned in), else returns the pixels unchanged.
     """
-    engine = _ocr_engine()
+    engine = ocr_engine()
     if engine is None:
         if required:
             raise BurnedInTextError(
@@ -37,7 +51,7 @@ def redact_text(arr: np.ndarray, *, label: str, required: bool) -> tuple[np.ndar
     rgb = arr if arr.ndim == 3 else np.stack([arr] * 3, axis=-1)
     out = arr.copy()
     regions = 0
-    for box, text, score in _detections(engine(np.ascontiguousarray(rgb))):
+    for box, text, score in detections(engine(np.ascontiguousarray(rgb))):
         # A region counts as text when it reads as ≥ 2 letters or digits with some confidence: a lone
         # glyph is what a round structure (a disc, a vessel, a marker) is misread as, and carries no PHI.
         if score < MIN_SCORE or sum(c.isalnum() for c in text) < 2:
@@ -51,10 +65,10 @@ def redact_text(arr: np.ndarray, *, label: str, required: bool) -> tuple[np.ndar
 
 def ocr_available() -> bool:
     """True when an OCR engine can be loaded (the ``ocr`` extra is installed)."""
-    return _ocr_engine() is not None
+    return ocr_engine() is not None
 
 
-def _detections(result: Any) -> list[tuple[np.ndarray, str, float]]:
+def detections(result: Any) -> list[tuple[np.ndarray, str, float]]:
     """(4×2 box, text, score) from either API: rapidocr 3 returns an object with ``boxes``, ``txts``,
     ``scores``; rapidocr-onnxruntime 1.x returns ``([[box, text, score], …] | None, elapsed)``."""
     if hasattr(result, "boxes"):
@@ -70,7 +84,7 @@ def _detections(result: Any) -> list[tuple[np.ndarray, str, float]]:
 _OCR: Any = None
 
 
-def _ocr_engine() -> Any:
+def ocr_engine() -> Any:
     """The process-wide OCR engine (loaded once: ~1–2 s), or None when the extra is absent."""
     global _OCR
     if _OCR is None:

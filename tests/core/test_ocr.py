@@ -66,7 +66,7 @@ def _text_box(index: int) -> tuple[slice, slice]:
 @pytest.fixture
 def no_ocr(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(redact, "_OCR", None)
-    monkeypatch.setattr(redact, "_ocr_engine", lambda: None)
+    monkeypatch.setattr(redact, "ocr_engine", lambda: None)
 
 
 @pytest.mark.parametrize(

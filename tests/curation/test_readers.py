@@ -182,6 +182,92 @@ def test_dicom_folder_with_reports_by_sop_and_by_study(tmp_path: Path, dicom_fil
     assert len(samples) == 1 and samples[0].meta.modality == "MR" and len(samples[0].images) >= 1
 
 
+def test_dicom_reports_csv_options_pipe_or_json_list(tmp_path: Path, dicom_files: dict[str, Path]) -> None:
+    import pydicom
+
+    folder = dicom_files["CT_small.dcm"].parent
+    sop = str(pydicom.dcmread(dicom_files["CT_small.dcm"], stop_before_pixels=True).SOPInstanceUID)
+    rep = tmp_path / "qa.csv"
+    rows = [  # (question, answer, options); CSV row numbers count the header as row 1
+        ("Is there a nodule?", "Yes", "yes|no"),  # row 2: '|'-separated, answer matched ignoring case
+        ("Which side?", "B", '["A. left", "B. right"]'),  # row 3: lettered JSON list, answer by letter
+        ("Which side?", "(A) left", '["(A) left", "(B) right"]'),  # row 4: answer as the labelled option
+        ("Which lobe?", "", '["upper | middle", "lower"]'),  # row 5: JSON list because an option has '|'
+        ("Is it normal?", "no", ""),  # row 6: no options
+        ("Is there a mass?", "maybe", "yes|no"),  # row 7: answer not among the options
+        ("Which side?", "C", '["A. left", "B. right"]'),  # row 8: letter beyond the options
+        ("Is there a mass?", "yes", "yes||no"),  # row 9: an empty option
+        ("Is there a mass?", "yes", "[yes, no]"),  # row 10: starts with '[' but is not JSON
+        ("Is there a mass?", "yes", "yes|Yes"),  # row 11: the same option twice
+        ("Which side?", "", '["A. left", "B. left"]'),  # row 12: the same once the labels are removed
+        ("", "", "yes|no"),  # row 13: options on a report row (no question)
+        ("Is there a mass?", "yes", '["yes", 1]'),  # row 14: a number among the options
+    ]
+    with rep.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, ["SOPInstanceUID", "question", "answer", "options", "report"])
+        w.writeheader()
+        for q, a, o in rows:
+            w.writerow({"SOPInstanceUID": sop, "question": q, "answer": a, "options": o, "report": "" if q else "CT."})
+    samples, issues = _read(folder, "dicom", reports=rep)
+    issues = [i for i in issues if i.where != "file"]  # the shared folder's own file issues, if any
+
+    assert len(samples) == 5
+    pipe, letter, labelled, json_pipe, plain = samples
+    assert pipe.meta.options == ["yes", "no"] and pipe.meta.answer == "yes" and pipe.meta.answer_type == "closed"
+    assert pipe.messages[-1].content == "Yes"  # the training target stays as written
+    assert letter.meta.options == ["left", "right"] and letter.meta.answer == "right"  # labels removed
+    assert letter.messages[-1].content == "B"
+    assert labelled.meta.options == ["left", "right"] and labelled.meta.answer == "left"
+    assert json_pipe.meta.options == ["upper | middle", "lower"] and json_pipe.meta.answer is None
+    assert len(json_pipe.messages) == 1  # a question without an answer
+    assert plain.meta.options is None and plain.meta.answer == "no" and plain.meta.answer_type is None
+    assert Sample.model_validate_json(letter.model_dump_json()).meta.options == ["left", "right"]
+
+    assert all(i.source == str(rep) for i in issues)
+    found = {i.where: i.message for i in issues}
+    assert found == {
+        "row 7": "answer is not one of the 2 options",
+        "row 8": "answer is neither one of the 2 options nor a letter A–B",
+        "row 9": "option 2 is empty",
+        "row 10": found["row 10"],
+        "row 11": "options 1 and 2 are the same",
+        "row 12": "options 1 and 2 are the same",
+        "row 13": "options given on a row without a question",
+        "row 14": "option 2 is not a string but int",
+    }
+    assert found["row 10"].startswith("options cell starts with '[' but is not a JSON list (")
+    assert not any("maybe" in m or "left" in m for m in found.values())  # issues never quote the text
+
+
+def test_dicom_reports_jsonl_options_must_be_a_list(tmp_path: Path, dicom_files: dict[str, Path]) -> None:
+    import pydicom
+
+    folder = dicom_files["CT_small.dcm"].parent
+    sop = str(pydicom.dcmread(dicom_files["CT_small.dcm"], stop_before_pixels=True).SOPInstanceUID)
+    rep = tmp_path / "qa.jsonl"
+    lines = [
+        {"options": ["A: axial", "B: coronal", "C: sagittal"], "answer": "c"},  # line 1: letter, any case
+        {"options": ["T1", "T2"], "answer": "T2"},  # line 2
+        {"options": None, "answer": "yes"},  # line 3: no options
+        {"options": "yes|no", "answer": "yes"},  # line 4: a string is a CSV cell's form, not JSONL's
+        {"options": [], "answer": "yes"},  # line 5
+        {"options": ["yes", "  "], "answer": "yes"},  # line 6
+        {"options": ["T1", "T2"], "answer": "FLAIR"},  # line 7
+    ]
+    write_jsonl(rep, [{"SOPInstanceUID": sop, "question": "Which plane?", **x} for x in lines])
+    samples, issues = _read(folder, "dicom", reports=rep)
+    issues = [i for i in issues if i.where != "file"]
+
+    assert [s.meta.options for s in samples] == [["axial", "coronal", "sagittal"], ["T1", "T2"], None]
+    assert [s.meta.answer for s in samples] == ["sagittal", "T2", "yes"]
+    assert {(i.source, i.where, i.message) for i in issues} == {
+        (str(rep), "row 4", "options must be a JSON list of strings, not str"),
+        (str(rep), "row 5", "options is an empty list"),
+        (str(rep), "row 6", "option 2 is empty"),
+        (str(rep), "row 7", "answer is not one of the 2 options"),
+    }
+
+
 def test_bad_inputs_raise_reader_errors(tmp_path: Path) -> None:
     with pytest.raises(ReaderError, match="no such file"):
         list(read_input(tmp_path / "missing.jsonl", scratch=tmp_path))

@@ -145,7 +145,7 @@ def test_safety_scorers(imgs, dicom_files) -> None:
 def test_ocr_without_its_package_fails_clearly(imgs, monkeypatch) -> None:
     import core._redact
 
-    monkeypatch.setattr(core._redact, "_ocr_engine", lambda: None)  # as where the ocr extra is not installed
+    monkeypatch.setattr(core._redact, "ocr_engine", lambda: None)  # as where the ocr extra is not installed
     with pytest.raises(ValueError, match=r"infimed\[ocr\]"):
         run_scorer("safety.burned_in", ctx_for(vqa("a", imgs["sharp"], "q?", "a.")), {"ocr": True})
 
