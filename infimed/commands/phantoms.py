@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_reports_csv(manifest: Path, out_csv: str | Path) -> list[dict[str, str]]:
-    """One row per sample of a phantoms manifest: SOPInstanceUID, question, answer, question_type, options
+    """One row per question or caption of a phantoms manifest: SOPInstanceUID, question, answer, question_type, options
     (a JSON list, empty for open questions), report. Written atomically."""
     import csv
     import json
@@ -100,6 +100,8 @@ def write_reports_csv(manifest: Path, out_csv: str | Path) -> list[dict[str, str
     rows: list[dict[str, str]] = []
     for line in manifest.read_text(encoding="utf-8").splitlines():
         s = json.loads(line)
+        if s["task"] not in ("vqa", "caption"):
+            continue  # a chat repeats the image's single questions, which are rows already
         dcm = manifest.parent / s["images"][0]["path"]
         sop = str(pydicom.dcmread(dcm, stop_before_pixels=True).SOPInstanceUID)
         row = {"SOPInstanceUID": sop, "question": "", "answer": "", "question_type": "", "options": "", "report": ""}

@@ -150,6 +150,11 @@ def test_cli_reports_csv_is_keyed_by_the_files_sop_uids(tmp_path, capsys) -> Non
     closed = [r for r in qa if r["options"]]
     assert closed and all(r["answer"] in json.loads(r["options"]) for r in closed)
     assert f"{len(rows)} rows ({len(qa)} QA, {len(rows) - len(qa)} reports)" in capsys.readouterr().out
+    # The closed question set also has chat samples (the same questions as one conversation): not rows.
+    closed_csv = tmp_path / "closed.csv"
+    assert main(["phantoms", str(tmp_path / "c"), "--n", "2", "--size", "64", "--question-set", "closed", "--reports-csv", str(closed_csv)]) == 0
+    chats = sum(1 for s in load_manifest(tmp_path / "c" / "manifest.jsonl") if s.task == "chat")
+    assert chats and len(list(csv.DictReader(closed_csv.open(encoding="utf-8")))) == len(load_manifest(tmp_path / "c" / "manifest.jsonl")) - chats
 
 
 def test_closed_question_set(tmp_path) -> None:
