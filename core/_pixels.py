@@ -1,7 +1,8 @@
 """Grey-scale and colour pixel pipeline of one decoded DICOM frame, down to ``uint8``.
 
 Modality LUT (RescaleSlope/Intercept, per-frame functional groups, Modality LUT Sequence) → VOI
-(preset, explicit, the file's window, its VOI LUT Sequence, or percentiles) → MONOCHROME1 inversion;
+(preset, explicit, the file's window, its VOI LUT Sequence, or percentiles) → presentation
+(MONOCHROME1 / PresentationLUTShape inversion, or the Presentation LUT Sequence's table) → 8 bits;
 colour: PALETTE COLOR through the palette, RGB / YBR (already RGB from the decoder) scaled to 8 bits.
 Public names are re-exported by ``core.dicom``.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -121,16 +122,134 @@ def presentation_inverts(ds: Dataset, photometric: str, label: str = "<dicom>") 
     the minimum is displayed white, i.e. the same inversion: where both appear (DX, MG, IO require
     INVERSE with MONOCHROME1) they describe one inversion, never two. A MONOCHROME1 image whose
     shape says IDENTITY is still inverted (the photometric interpretation defines the polarity of
-    the stored values; such headers are known errors of some CR/DX writers). A Presentation LUT
-    Sequence (an explicit table) is not applied: it is rare in images and a linear shape is assumed.
+    the stored values; such headers are known errors of some CR/DX writers). With a Presentation
+    LUT Sequence this is False: its table defines the P-values, inversion included (see
+    :func:`presentation_lut`); a shape beside it is ignored (the module holds one or the other).
     Another shape value raises :class:`DicomError` naming (2050,0020).
     """
+    if "PresentationLUTSequence" in ds:
+        return False
     shape = str(ds.get("PresentationLUTShape", "") or "").strip().upper()
     if shape not in ("", "IDENTITY", "INVERSE"):
         raise DicomError(
             label, f"unknown value {shape!r} (IDENTITY or INVERSE expected)", tag="(2050,0020) PresentationLUTShape"
         )
     return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
+_PLUT_TAG = "(2050,0010) PresentationLUTSequence"
+
+
+def presentation_lut(ds: Dataset, label: str = "<dicom>") -> np.ndarray | None:
+    """The Presentation LUT Sequence's P-values scaled to ``[0, 1]`` (float64, one per entry), or None.
+
+    PS3.3 C.11.6.1: the sequence's item holds LUTDescriptor [entries (0 means 65536), first input
+    value mapped (always 0, not used), bits per entry] and LUTData (US values, or OW words of which
+    the low ``bits`` count; 8-bit tables may come as one byte per entry). Entry ``i`` is the P-value
+    for the ``i``-th step of the VOI output range mapped onto the entries; P-values span
+    ``0 .. 2**bits - 1`` (0 is the darkest) and are divided here by that maximum.
+    None when the sequence is absent. An empty sequence, a malformed descriptor, missing LUTData,
+    or a table whose length differs from the descriptor's entries raise :class:`DicomError` naming
+    (2050,0010).
+    """
+    if "PresentationLUTSequence" not in ds:
+        return None
+    try:
+        items = ds.PresentationLUTSequence
+        item = items[0] if items else None
+        descriptor = item.get("LUTDescriptor") if item is not None else None
+        elem = item["LUTData"] if item is not None and "LUTData" in item else None
+        value = elem.value if elem is not None else None
+    except _DECODE_ERRORS as e:
+        raise DicomError(label, f"unreadable sequence: {_first_line(e)}", tag=_PLUT_TAG) from e
+    if item is None:
+        raise DicomError(label, "the sequence has no item", tag=_PLUT_TAG)
+    if descriptor is None:
+        raise DicomError(label, "LUTDescriptor is missing", tag=_PLUT_TAG)
+    try:
+        entries, _first_mapped, bits = (int(v) for v in descriptor)
+    except (TypeError, ValueError) as e:
+        raise DicomError(label, f"malformed LUTDescriptor {descriptor!r} (3 values expected)", tag=_PLUT_TAG) from e
+    entries = entries % 65536 or 65536  # 0 means 2**16 (a signed VR may read 32768 as negative)
+    if not 1 <= bits <= 16:
+        raise DicomError(label, f"LUTDescriptor gives {bits} bits per entry (1 to 16 expected)", tag=_PLUT_TAG)
+    if value is None or (hasattr(value, "__len__") and len(value) == 0):
+        raise DicomError(label, "LUTData is missing", tag=_PLUT_TAG)
+    if isinstance(value, (bytes, bytearray, memoryview)):  # OW: raw words in the file's byte order
+        raw = bytes(value)
+        little = getattr(ds, "original_encoding", (None, True))[1] is not False
+        if len(raw) == 2 * entries:
+            table = np.frombuffer(raw, dtype="<u2" if little else ">u2").astype(np.int64)
+        elif bits <= 8 and len(raw) in (entries, entries + 1):  # one byte per entry (+ padding to even)
+            table = np.frombuffer(raw[:entries], dtype=np.uint8).astype(np.int64)
+        else:
+            raise DicomError(
+                label,
+                f"LUTData holds {len(raw)} bytes, the descriptor's {entries} entries need {2 * entries}",
+                tag=_PLUT_TAG,
+            )
+    else:
+        table = np.asarray(value if isinstance(value, (list, tuple, pydicom.multival.MultiValue)) else [value])
+        if table.size != entries:
+            raise DicomError(
+                label, f"LUTData holds {table.size} values, the descriptor says {entries} entries", tag=_PLUT_TAG
+            )
+        table = table.astype(np.int64)
+    table &= (1 << bits) - 1  # unused high bits carry nothing (as for stored pixel values)
+    return table.astype(np.float64) / float((1 << bits) - 1)
+
+
+@dataclass(frozen=True)
+class Presentation:
+    """The last grey-scale step (PS3.3 C.11.6): VOI output in ``[0, 1]`` → P-values → ``uint8``.
+
+    ``kind``: ``identity``; ``inverse`` (MONOCHROME1 or PresentationLUTShape INVERSE, one inversion);
+    ``lut`` (a Presentation LUT Sequence: ``p_values`` holds :func:`presentation_lut` as float64
+    bytes, which keeps the object hashable, so that it keys the cached lookup tables).
+    """
+
+    kind: Literal["identity", "inverse", "lut"] = "identity"
+    p_values: bytes = b""
+
+    def to_uint8(self, unit: np.ndarray) -> np.ndarray:
+        """VOI output in ``[0, 1]`` (float) → ``uint8`` display values.
+
+        ``lut``: the VOI output range is mapped onto the table's entries (``rint(v × (entries − 1))``),
+        the entry's P-value (``0 .. 2**bits − 1``) is scaled to ``0 .. 255``. The table is indexed
+        with the VOI output before it is rounded to 8 bits, so a 12-bit VOI LUT Sequence feeds a
+        4096-entry table exactly and a steep curve (a gamma) keeps its low steps; the cost is the
+        same as a table over 8-bit values, since this runs on the stored-value lookup table.
+        """
+        if self.kind != "lut":
+            return to_uint8(unit, invert=self.kind == "inverse")
+        table = np.frombuffer(self.p_values, dtype=np.float64)
+        index = np.rint(np.clip(unit, 0.0, 1.0) * (table.size - 1)).astype(np.intp)
+        return to_uint8(np.take(table, index, mode="clip"))  # clip: a NaN (float data) shows black
+
+
+def resolve_presentation(ds: Dataset, label: str = "<dicom>") -> Presentation | None:
+    """The presentation step of a grey image: its Presentation LUT Sequence, else an inversion or none.
+
+    None for a colour image (the step is grey-scale only).
+
+    With a Presentation LUT Sequence the table defines the P-values and MONOCHROME1 adds no
+    inversion of its own (choice): P-values are by definition display values (0 is the darkest,
+    PS3.3 C.11.6), so a table written for a MONOCHROME1 image carries its inversion, as
+    PresentationLUTShape INVERSE does beside MONOCHROME1; a presentation state's pipeline likewise
+    overrides the image's photometric interpretation (PS3.4 N.2.1.4, note 1). Inverting as well
+    would invert twice. Without a sequence, see :func:`presentation_inverts`.
+    """
+    photometric = _photometric(ds)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    table = presentation_lut(ds, label)
+    if table is not None:
+        return Presentation("lut", table.tobytes())
+    return Presentation("inverse" if presentation_inverts(ds, photometric, label) else "identity")
+
+
+def _photometric(ds: Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
 
 
 def _modality(values: np.ndarray, ds: Dataset, ft: FrameTransform) -> np.ndarray:
@@ -168,10 +287,10 @@ def _rescale_lut(
     slope: float,
     intercept: float,
     windows: tuple[Window, ...],
-    invert: bool,
+    presentation: Presentation,
 ) -> np.ndarray:
     domain = stored_domain(bits_index, signed=signed, bits_stored=bits_stored).astype(np.float64) * slope + intercept
-    tables = [to_uint8(apply_window(domain, w), invert=invert) for w in windows]
+    tables = [presentation.to_uint8(apply_window(domain, w)) for w in windows]
     return tables[0] if len(tables) == 1 else np.ascontiguousarray(np.stack(tables, axis=-1))
 
 
@@ -187,17 +306,18 @@ def frame_to_uint8(
     """One decoded frame → ``uint8`` (H×W grey or H×W×3 RGB) and the window(s) used.
 
     Grey images follow modality LUT → VOI → presentation (MONOCHROME1 or Presentation LUT Shape
-    INVERSE: one inversion, see :func:`presentation_inverts`) → 8 bits. ``window`` None means the file's
+    INVERSE: one inversion, see :func:`presentation_inverts`; or the Presentation LUT Sequence's
+    table, see :func:`resolve_presentation`) → 8 bits. ``window`` None means the file's
     window, else its VOI LUT Sequence, else the 0.5–99.5 percentiles (``auto``). ``composite``
     (``"ct3"``) puts three preset windows into R, G, B. Colour images ignore windows (returns None).
     """
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+    photometric = _photometric(ds)
+    presentation = resolve_presentation(ds, label)
+    if presentation is None:
         if composite:
             raise RenderError(f"{label}: composite {composite!r} needs a grey-scale image, this one is {photometric}")
         return _color_to_uint8(ds, frame.data, photometric, label), None
     ft = frame_transform(ds, index, label)
-    invert = presentation_inverts(ds, photometric, label)
     if composite:
         if composite not in COMPOSITES:
             raise RenderError(f"unknown composite {composite!r} (known: {', '.join(COMPOSITES)})")
@@ -215,7 +335,7 @@ def frame_to_uint8(
         signed, bits_stored = data.dtype.kind == "i", bits_index
         index_array = data.view(np.uint8 if bits_index == 8 else np.uint16)
     else:
-        return _float_gray(ds, data, ft, windows, invert, composite, label)
+        return _float_gray(ds, data, ft, windows, presentation, label)
 
     def domain_values(idx: np.ndarray) -> np.ndarray:
         return stored_domain(bits_index, signed=signed, bits_stored=bits_stored)[idx]
@@ -223,17 +343,17 @@ def frame_to_uint8(
     if not windows:
         auto = _file_window(ft)
         if auto is None and "VOILUTSequence" in ds:
-            return _voi_lut_sequence(ds, index_array, domain_values, ft, invert, label)
+            return _voi_lut_sequence(ds, index_array, domain_values, ft, presentation, label)
         if auto is None:
             sample = domain_values(sample_for_percentiles(index_array))
             auto = percentile_window(_modality(sample, ds, ft))
         windows = [auto]
     if "ModalityLUTSequence" in ds:
         modality_domain = _modality(stored_domain(bits_index, signed=signed, bits_stored=bits_stored), ds, ft)
-        tables = [to_uint8(apply_window(modality_domain, w), invert=invert) for w in windows]
+        tables = [presentation.to_uint8(apply_window(modality_domain, w)) for w in windows]
         lut = tables[0] if len(tables) == 1 else np.stack(tables, axis=-1)
     else:
-        lut = _rescale_lut(bits_index, signed, bits_stored, ft.slope, ft.intercept, tuple(windows), invert)
+        lut = _rescale_lut(bits_index, signed, bits_stored, ft.slope, ft.intercept, tuple(windows), presentation)
     return np.take(lut, index_array, axis=0), windows  # take: about 2x faster than fancy indexing
 
 
@@ -242,8 +362,7 @@ def _float_gray(
     data: np.ndarray,
     ft: FrameTransform,
     windows: list[Window],
-    invert: bool,
-    composite: str | None,
+    presentation: Presentation,
     label: str,
 ) -> tuple[np.ndarray, list[Window]]:
     if data.ndim != 2:
@@ -255,12 +374,17 @@ def _float_gray(
     )
     if not windows:
         windows = [_file_window(ft) or percentile_window(sample_for_percentiles(values))]
-    planes = [to_uint8(apply_window(values, w), invert=invert) for w in windows]
+    planes = [presentation.to_uint8(apply_window(values, w)) for w in windows]
     return (planes[0] if len(planes) == 1 else np.stack(planes, axis=-1)), windows
 
 
 def _voi_lut_sequence(
-    ds: Dataset, index_array: np.ndarray, domain_values: Any, ft: FrameTransform, invert: bool, label: str
+    ds: Dataset,
+    index_array: np.ndarray,
+    domain_values: Any,
+    ft: FrameTransform,
+    presentation: Presentation,
+    label: str,
 ) -> tuple[np.ndarray, list[Window]]:
     item = ds.VOILUTSequence[0]
     try:
@@ -276,7 +400,7 @@ def _voi_lut_sequence(
     except _DECODE_ERRORS as e:
         raise DicomError(label, f"cannot apply the VOI LUT: {_first_line(e)}", tag="(0028,3010) VOILUTSequence") from e
     top = float((1 << out_bits) - 1) if out_bits <= 16 else float(np.max(mapped) or 1)
-    lut = to_uint8(np.asarray(mapped, dtype=np.float64) / top, invert=invert)
+    lut = presentation.to_uint8(np.asarray(mapped, dtype=np.float64) / top)
     window = Window(center=first + n_entries / 2.0, width=float(n_entries), source="voi_lut")
     return np.take(lut, index_array, axis=0), [window]
 

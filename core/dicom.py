@@ -5,11 +5,13 @@ Order of steps for one frame (PS3.3 C.11, PS3.4 N.2):
 1. guards before any pixel is decoded: file bytes, then rows × columns × frames × samples;
 2. decode the frame with pydicom's pixel backends (python-gdcm for JPEG-LS / lossless JPEG,
    pylibjpeg-openjpeg for JPEG 2000, pylibjpeg-rle for RLE, imagecodecs for 12-bit JPEG);
-   native little-endian data is read straight from the element without a copy;
+   native little-endian data is read straight from the element without a copy (16-bit big-endian
+   grey data with one byte swap);
 3. grey images: modality LUT (RescaleSlope/Intercept, per-frame functional groups or Modality LUT
    Sequence → HU for CT) → VOI (preset, explicit centre/width, the file's window, its VOI LUT
-   Sequence, or percentiles) → MONOCHROME1 inversion → ``uint8``. Integer data of ≤ 16 bits goes
-   through one lookup table built over every possible stored value;
+   Sequence, or percentiles) → presentation (MONOCHROME1 / PresentationLUTShape inversion, or the
+   Presentation LUT Sequence's table) → ``uint8``. Integer data of ≤ 16 bits goes through one lookup
+   table built over every possible stored value;
 4. colour images: PALETTE COLOR through its palette, YBR_* converted to RGB by the decoder, more
    than 8 bits scaled down.
 
@@ -42,11 +44,14 @@ from core._pixels import (
     _DECODE_ERRORS,
     Frame,
     FrameTransform,
+    Presentation,
     _first_line,
     _int_tag,
     frame_to_uint8,
     frame_transform,
     presentation_inverts,
+    presentation_lut,
+    resolve_presentation,
     resolve_window,
 )
 from core._voi import COMPOSITES, PRESETS, Window
@@ -60,6 +65,7 @@ __all__ = [
     "DicomFile",
     "Frame",
     "FrameTransform",
+    "Presentation",
     "RenderError",
     "Window",
     "burned_in_reason",
@@ -74,7 +80,9 @@ __all__ = [
     "map_file",
     "parse_header",
     "presentation_inverts",
+    "presentation_lut",
     "read_dicom",
+    "resolve_presentation",
     "resolve_window",
     "select_frames",
     "slice_order",
@@ -82,7 +90,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_NATIVE_LE = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, "1.2.840.10008.1.2.1.99"}  # + deflated
+_DEFLATED = "1.2.840.10008.1.2.1.99"
+_NATIVE_LE = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, _DEFLATED}
 _JPEG_12BIT = "1.2.840.10008.1.2.4.51"
 DEFAULT_AUTO_FRAMES = 8
 # Modalities whose images usually carry burned-in text when BurnedInAnnotation is absent.
@@ -112,12 +121,13 @@ class DicomFile:
 
     Callers that need the header first (grouping by series, ordering, policies) keep this object
     and hand it to :func:`read_dicom` or ``core.render.render``, which finish reading the pixel data
-    from ``pixel_offset`` without parsing the header again. ``sha256`` of the bytes is computed once.
+    from ``pixel_offset`` without parsing the header again. A deflated file is parsed whole at once
+    (its header then already holds the pixel data). ``sha256`` of the bytes is computed once.
     """
 
     data: bytes | mmap.mmap = field(repr=False)
     label: str
-    header: Dataset = field(repr=False)  # read with stop_before_pixels: no pixel data yet
+    header: Dataset = field(repr=False)  # up to the pixel data (a deflated file: the whole dataset)
     pixel_offset: int  # where the header parse stopped (the pixel data element, if any)
     _sha256: str | None = field(default=None, repr=False)
     _dataset: Dataset | None = field(default=None, repr=False)  # header + pixel data, once read
@@ -142,6 +152,8 @@ def parse_header(
 ) -> DicomFile:
     """Parse a DICOM file's header once (byte-size guard, then up to the pixel data).
 
+    A deflated file is parsed whole: its pixel data lies in the inflated stream, which pydicom
+    inflates whole even for the header, so the one parse keeps the pixels too.
     Raises :class:`DicomError` for a file over ``limits.max_bytes``, non-DICOM bytes or an
     unparsable header. The pixel guard (rows × columns × frames) runs when the pixels are read.
     """
@@ -153,7 +165,7 @@ def parse_header(
         source = bytes(source)
     if len(source) > limits.max_bytes:
         raise DicomError(label, f"file is {len(source)} bytes, over the limit of {limits.max_bytes}")
-    header, offset = _parse_header(source, label)
+    header, offset = _parse_header(source, label, pixels_later=True)
     return DicomFile(source, label, header, offset)
 
 
@@ -168,9 +180,11 @@ def read_dicom(
 
     Files without the 128-byte preamble are accepted when they parse as a dataset with image tags;
     a missing TransferSyntaxUID is inferred from the encoding for native (uncompressed) data.
-    The header is parsed once: native little-endian pixel data is then viewed in place (no copy),
-    other pixel data is read from where the header ended (deflated and big-endian files are parsed
-    again as a whole). A :class:`DicomFile` is finished without parsing its header again.
+    Every file is parsed once: native little-endian pixel data is then viewed in place (no copy),
+    16-bit big-endian grey data is viewed there and byte-swapped once, other pixel data is read from
+    where the header ended. A deflated file (its transfer syntax read from the file meta group before
+    the dataset) is parsed whole in that one parse: its pixel data lies in the inflated stream, which
+    pydicom inflates whole anyway. A :class:`DicomFile` is finished without parsing its header again.
     Raises :class:`DicomError` for a file over ``limits.max_bytes``, non-DICOM bytes, an unparsable
     header, or an image over ``limits.max_pixels`` (checked before decoding).
     """
@@ -195,7 +209,7 @@ def read_dicom(
         size = len(source)
         if size > limits.max_bytes:
             raise DicomError(label, f"file is {size} bytes, over the limit of {limits.max_bytes}")
-        ds, offset = _parse_header(source, label)
+        ds, offset = _parse_header(source, label, pixels_later=not stop_before_pixels)
         if stop_before_pixels:
             return ds
         ds = _complete(ds, offset, source, label)
@@ -228,11 +242,43 @@ def _opener(buf: bytes | mmap.mmap) -> tuple[Any, Any]:
     return stream, opener
 
 
-def _parse_header(buf: bytes | mmap.mmap, label: str) -> tuple[Dataset, int]:
-    """The dataset up to its pixel data, and the offset where parsing stopped."""
+def _parse_header(buf: bytes | mmap.mmap, label: str, *, pixels_later: bool) -> tuple[Dataset, int]:
+    """The dataset up to its pixel data, and the offset where parsing stopped.
+
+    A deflated file whose pixels will be wanted (``pixels_later``) is parsed whole: an offset in the
+    inflated stream could not be resumed from ``buf``.
+    """
     stream, opener = _opener(buf)
-    ds = _parse(opener, label, stop_before_pixels=True)
+    whole = pixels_later and _declared_transfer_syntax(buf) == _DEFLATED
+    ds = _parse(opener, label, stop_before_pixels=not whole)
     return ds, stream.tell()
+
+
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+
+
+def _declared_transfer_syntax(buf: bytes | mmap.mmap) -> str | None:
+    """TransferSyntaxUID (0002,0010) read from the raw file meta group, or None when there is none.
+
+    The group is always explicit VR little endian (PS3.10 7.1) and short: walking its elements
+    here costs nothing, and tells before the dataset is parsed how its body is encoded.
+    """
+    pos = 132 if is_dicom_bytes(bytes(buf[:132])) else 0
+    while pos + 8 <= len(buf):
+        group, elem = struct.unpack_from("<HH", buf, pos)
+        if group != 0x0002:
+            return None
+        vr = bytes(buf[pos + 4 : pos + 6])
+        if vr in _LONG_VRS:
+            if pos + 12 > len(buf):
+                return None
+            (length,), value = struct.unpack_from("<I", buf, pos + 8), pos + 12
+        else:
+            (length,), value = struct.unpack_from("<H", buf, pos + 6), pos + 8
+        if elem == 0x0010:
+            return bytes(buf[value : value + length]).rstrip(b"\x00 ").decode("ascii", "replace")
+        pos = value + length
+    return None
 
 
 def _complete(header: Dataset, offset: int, buf: bytes | mmap.mmap, label: str) -> Dataset:
@@ -253,19 +299,22 @@ def _complete(header: Dataset, offset: int, buf: bytes | mmap.mmap, label: str) 
 
 
 def _read_rest(header: Dataset, offset: int, buf: bytes | mmap.mmap) -> Dataset | None:
-    """The elements after the header (pixel data and trailers) of a little-endian file, or None."""
+    """The elements after the header (pixel data and trailers), or None.
+
+    Big-endian elements keep their raw bytes: pydicom's decoders swap them by the transfer syntax.
+    """
     meta = getattr(header, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts is None or ts in (ExplicitVRBigEndian, "1.2.840.10008.1.2.1.99") or offset >= len(buf):
-        return None  # big endian / deflated (the offset is in the inflated stream): parse the whole file
+    if ts is None or ts == _DEFLATED or offset >= len(buf):
+        return None  # deflated: the offset is in the inflated stream (parse_header reads such files whole)
     try:
-        implicit = UID(ts) == ImplicitVRLittleEndian
+        implicit, little = UID(ts) == ImplicitVRLittleEndian, UID(ts) != ExplicitVRBigEndian
         stream = BytesIO(memoryview(buf)[offset:]) if isinstance(buf, mmap.mmap) else BytesIO(buf)
         if not isinstance(buf, mmap.mmap):
             stream.seek(offset)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            rest = pydicom.filereader.read_dataset(stream, implicit, True)
+            rest = pydicom.filereader.read_dataset(stream, implicit, little)
     except _DECODE_ERRORS:
         return None
     return rest if len(rest) else None
@@ -283,23 +332,35 @@ def _fast_path_ok(ds: Dataset) -> bool:
 
 
 def _native_pixel_view(ds: Dataset, buf: bytes | mmap.mmap, pos: int) -> memoryview | None:
-    """The PixelData value of a native little-endian file as a view into ``buf``, or None."""
+    """The PixelData value of a native file as little-endian bytes, or None.
+
+    Little endian: a view into ``buf`` (no copy). Big endian: 16-bit words (VR OW) swapped once into
+    a new buffer; 8-bit big-endian data is left to pydicom (OW bytes are swapped in pairs, PS3.5 A.3).
+    """
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
-    if ts not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian) or len(buf) < pos + 12:
+    big = ts == ExplicitVRBigEndian
+    if ts not in (ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian) or len(buf) < pos + 12:
         return None
-    group, elem = struct.unpack_from("<HH", buf, pos)
+    order = ">" if big else "<"
+    group, elem = struct.unpack_from(f"{order}HH", buf, pos)
     if (group, elem) != (0x7FE0, 0x0010):
         return None
+    vr = bytes(buf[pos + 4 : pos + 6])
     if ts == ImplicitVRLittleEndian:
         (length,), offset = struct.unpack_from("<I", buf, pos + 4), pos + 8
-    elif bytes(buf[pos + 4 : pos + 6]) in (b"OB", b"OW", b"UN", b"OV", b"OF", b"OD"):
-        (length,), offset = struct.unpack_from("<I", buf, pos + 8), pos + 12
+    elif vr in (b"OB", b"OW", b"UN", b"OV", b"OF", b"OD"):
+        (length,), offset = struct.unpack_from(f"{order}I", buf, pos + 8), pos + 12
     else:
         return None
     if length == 0xFFFFFFFF:
         return None
-    return memoryview(buf)[offset : offset + length]
+    view = memoryview(buf)[offset : offset + length]
+    if not big:
+        return view
+    if vr != b"OW" or int(ds.get("BitsAllocated", 0) or 0) != 16 or len(view) % 2:
+        return None
+    return memoryview(np.frombuffer(view, dtype=">u2").astype("<u2")).cast("B")
 
 
 def _parse(opener: Any, label: str, *, stop_before_pixels: bool) -> Dataset:

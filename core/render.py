@@ -6,7 +6,8 @@ done (window per image, frames chosen, original size, visual tokens, input hash)
 deterministic: the same input and spec give the same pixels in training and in serving.
 
 Steps: detect the content → guards (bytes, pixels) → burned-in text policy → frame / slice
-selection → decode → modality LUT → VOI → MONOCHROME1 → RGB (see ``core.dicom``) → resize with
+selection → decode → modality LUT → VOI → presentation (MONOCHROME1 / PresentationLUTShape
+inversion, or the Presentation LUT Sequence) → RGB (see ``core.dicom``) → resize with
 :meth:`PixelBudget.resized` (bicubic, aspect preserved) → RGB.
 """
 
@@ -48,6 +49,7 @@ from core.dicom import (
     is_dicom_bytes,
     map_file,
     read_dicom,
+    resolve_presentation,
     resolve_window,
     select_frames,
     slice_order,
@@ -98,6 +100,9 @@ class RenderRecord(BaseModel):
     windows: list[list[WindowRecord]] = []  # per output image: 1 window, 3 for a composite, [] for colour
     composite: str | None = None
     photometric: str | None = None
+    # Last grey-scale step (PS3.3 C.11.6): identity | inverse (MONOCHROME1 or PresentationLUTShape
+    # INVERSE) | lut (Presentation LUT Sequence); None for colour, plain images and older records.
+    presentation: str | None = None
     modality: str | None = None
     metadata: dict[str, Any] = {}
     output_sizes: list[tuple[int, int]] = []
@@ -386,6 +391,7 @@ class _Rendered:
     windows: list[Window] | None
     size: tuple[int, int]
     redacted: int = 0
+    presentation: str | None = None  # Presentation.kind; None for colour
     image: Image.Image | None = None  # the RGB image, made in the parent process (see _map)
 
     def to_image(self) -> Image.Image:
@@ -405,11 +411,18 @@ def _render_frame(
 ) -> _Rendered:
     frame = decode_frame(ds, index, label)
     arr, windows = frame_to_uint8(ds, frame, index, window=window, composite=composite, label=label)
+    presentation = resolve_presentation(ds, label)
     h, w = arr.shape[:2]
     redacted = 0
     if redact is not None:
         arr, redacted = redact_text(arr, label=label, required=True)
-    return _Rendered(resize_uint8(arr, _target_size(budget, w, h, label)), windows, (w, h), redacted)
+    return _Rendered(
+        resize_uint8(arr, _target_size(budget, w, h, label)),
+        windows,
+        (w, h),
+        redacted,
+        presentation.kind if presentation is not None else None,
+    )
 
 
 def _render_dicom(
@@ -465,6 +478,7 @@ def _finish(
         windows=[_window_records(p.windows) for p in parts],
         composite=spec.composite,
         photometric=str(ds.get("PhotometricInterpretation", "")).strip() or None,
+        presentation=parts[len(parts) // 2].presentation,  # the middle image: the series' reference slice
         modality=meta.get("Modality"),
         metadata=meta,
         output_sizes=[im.size for im in images],

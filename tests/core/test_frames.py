@@ -1,4 +1,5 @@
-"""Frames of enhanced multi-frame objects in slice-normal order, and the Presentation LUT Shape.
+"""Frames of enhanced multi-frame objects in slice-normal order, and the presentation step
+(Presentation LUT Shape and Presentation LUT Sequence).
 
 Real enhanced objects (pydicom-data's ``eCT_Supplemental.dcm``, ``emri_small.dcm``) plus enhanced CT
 objects generated here, whose every frame carries its own spatial rank in its pixel values, so the
@@ -240,3 +241,112 @@ def test_presentation_lut_shape_applies_to_auto_windows_and_rendering() -> None:
 def test_unknown_presentation_lut_shape_names_the_tag() -> None:
     with pytest.raises(DicomError, match=r"\(2050,0020\) PresentationLUTShape"):
         _lung(_ct("LOG"))
+
+
+# --------------------------------------------------------------------------- Presentation LUT Sequence
+
+RAMP = [0, 8, 1024, 2048, 3071, 4095]  # 12-bit stored values; the window below maps each to x / 4095
+
+
+def _ramp(photometric: str = "MONOCHROME2") -> Dataset:
+    """One row of 12-bit values whose VOI output is exactly ``x / 4095`` (LINEAR_EXACT, PS3.3 C.11.2.1.3)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.1", generate_uid()
+    ds.Modality, ds.BurnedInAnnotation = "DX", "NO"
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, len(RAMP), 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 2047.5, 4095, "LINEAR_EXACT"
+    ds.PixelData = np.asarray(RAMP, dtype="<u2").tobytes()
+    return ds
+
+
+def _with_table(ds: Dataset, table: list[int], bits: int, *, ow: bool = False, entries: int | None = None) -> Dataset:
+    item = Dataset()
+    item.LUTDescriptor = [len(table) if entries is None else entries, 0, bits]
+    if ow:
+        item.add_new(0x00283006, "OW", np.asarray(table, dtype="<u2").tobytes())
+    else:
+        item.add_new(0x00283006, "US", table)
+    ds.PresentationLUTSequence = Sequence([item])
+    return ds
+
+
+def _row(ds: Dataset) -> list[int]:
+    return frame_to_uint8(ds, decode_frame(ds, 0), 0)[0][0].tolist()
+
+
+INVERTING_12 = [4095 - i for i in range(4096)]
+GAMMA_12 = [round(4095 * (i / 4095) ** (1 / 2.2)) for i in range(4096)]  # P-values of a 1/2.2 gamma, 12 bits
+
+
+def test_presentation_lut_sequence_maps_the_voi_output_through_its_table() -> None:
+    assert _row(_ramp()) == [0, 0, 64, 128, 191, 255]  # rint(x / 4095 × 255): no table
+    # Inverting table: P = 4095 − x, scaled to 8 bits: rint((4095 − x) / 4095 × 255).
+    assert _row(_with_table(_ramp(), INVERTING_12, 12, ow=True)) == [255, 255, 191, 127, 64, 0]
+    # Gamma: P(8) = 240, P(1024) = 2181, P(2048) = 2989, P(3071) = 3593 → rint(P / 4095 × 255).
+    # The table is indexed with the VOI output before 8-bit rounding: x = 8 shows 15, not 0.
+    assert _row(_with_table(_ramp(), GAMMA_12, 12)) == [0, 15, 136, 186, 224, 255]
+
+
+def test_presentation_lut_sequence_defines_the_p_values_of_monochrome1() -> None:
+    # The table is the whole presentation step: MONOCHROME1 adds no inversion on top of it.
+    linear = _with_table(_ramp("MONOCHROME1"), list(range(4096)), 12)
+    assert _row(linear) == [0, 0, 64, 128, 191, 255]
+    assert _row(_ramp("MONOCHROME1")) == [255, 255, 191, 127, 64, 0]  # without a table: inverted
+    # A shape beside the table is ignored (the module holds one or the other).
+    linear.PresentationLUTShape = "INVERSE"
+    assert _row(linear) == [0, 0, 64, 128, 191, 255]
+
+
+def test_an_8_bit_inverting_table_equals_presentation_lut_shape_inverse() -> None:
+    ds = _with_table(_ct(None), [255 - i for i in range(256)], 8)
+    table = _lung(ds)
+    assert table[100, 30] == 14 and table[10, 10] == 161  # 255 − the lung window's output (test_dicom)
+    np.testing.assert_array_equal(table, _lung(_ct("INVERSE")))
+    composite = frame_to_uint8(ds, decode_frame(ds, 0), 0, composite="ct3")[0]
+    assert tuple(composite[100, 30]) == (255 - 241, 255 - 139, 255 - 80)
+
+
+def test_presentation_lut_sequence_is_rendered_and_recorded() -> None:
+    images, record = render(_with_table(_ramp(), GAMMA_12, 12), None, None, name="gamma.dcm")
+    assert np.asarray(images[0])[0, :, 0].tolist() == [0, 15, 136, 186, 224, 255]
+    assert record.presentation == "lut" and record.windows[0][0].source == "file"
+    assert render(_ramp("MONOCHROME1"), None, None)[1].presentation == "inverse"
+    assert render(_ramp(), None, None)[1].presentation == "identity"
+    assert render(tf("SC_rgb.dcm"), None, None, policy="allow")[1].presentation is None  # colour
+    old = record.model_dump(exclude={"presentation"})
+    assert type(record).model_validate(old).presentation is None  # records written before the field
+
+
+def test_ow_table_of_a_big_endian_file_is_read_in_its_byte_order(tmp_path: Path) -> None:
+    path = tmp_path / "be.dcm"
+    ds = _with_table(_ramp(), GAMMA_12, 12, ow=True)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRBigEndian
+    ds.PixelData = np.asarray(RAMP, dtype=">u2").tobytes()
+    ds.PresentationLUTSequence[0].LUTData = np.asarray(GAMMA_12, dtype=">u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    assert _row(read_dicom(path)) == [0, 15, 136, 186, 224, 255]
+
+
+@pytest.mark.parametrize(
+    ("table", "entries", "ow", "problem"),
+    [
+        (None, 4096, False, "LUTData is missing"),
+        (list(range(100)), 4096, False, "100 values, the descriptor says 4096 entries"),
+        (list(range(100)), 4096, True, "200 bytes, the descriptor's 4096 entries need 8192"),
+    ],
+)
+def test_malformed_presentation_lut_sequence_names_the_file_and_tag(
+    table: list[int] | None, entries: int, ow: bool, problem: str
+) -> None:
+    ds = _with_table(_ramp(), table or [0], 12, ow=ow, entries=entries)
+    if table is None:
+        del ds.PresentationLUTSequence[0].LUTData
+    with pytest.raises(DicomError, match=r"^plut\.dcm: \(2050,0010\) PresentationLUTSequence: ") as e:
+        render(ds, None, None, name="plut.dcm")
+    assert problem in e.value.problem
+    ds.PresentationLUTSequence = Sequence([])
+    with pytest.raises(DicomError, match="the sequence has no item"):
+        render(ds, None, None, name="plut.dcm")
