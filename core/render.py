@@ -648,20 +648,38 @@ def _run_chunk(fn: Any, chunk: list[Any]) -> list[Any]:
     return [fn(x) for x in chunk]
 
 
+def _meeting_chunks(n: int) -> list[tuple[int, int]]:
+    """``[start, end)`` chunks of ``range(n)``: a quarter of what is left in each half, so large at both
+    ends and single items in the middle, where the pool (from the front) and the caller (from the back)
+    meet — the work a worker holds when the caller runs out (its running and queued chunk) stays small."""
+
+    def half(m: int) -> list[int]:
+        sizes: list[int] = []
+        while m:
+            sizes.append(max(1, math.ceil(m / 4)))
+            m -= sizes[-1]
+        return sizes
+
+    bounds, start = [], 0
+    for size in half(n // 2) + half(n - n // 2)[::-1]:
+        bounds.append((start, start + size))
+        start += size
+    return bounds
+
+
 def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[Any]:
     """``[finish(fn(x)) for x in items]`` in ``workers`` processes: this one and ``workers - 1`` pool workers.
 
-    The items go in chunks (about an eighth of the work per process) to the pool, front first; this
-    process works too, taking chunks from the back that no worker has started yet (a cancelled
-    future), until the two ends meet. Three busy processes on two cores would be slower: the calling
+    The items go in chunks (:func:`_meeting_chunks`) to the pool, front first; this process works too,
+    taking chunks from the back that no worker has started yet (a cancelled future), until the two
+    ends meet. Three busy processes on two cores would be slower: the calling
     process would otherwise sit waiting, then compete with the workers for receiving and finishing
     results. ``finish`` (making the RGB images) runs here. In-process if the pool broke.
     """
     finish = finish or (lambda r: r)
     if workers <= 1 or len(items) < 2:
         return [finish(fn(x)) for x in items]
-    size = max(1, math.ceil(len(items) / (workers * 8)))
-    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    chunks = [items[a:b] for a, b in _meeting_chunks(len(items))]
     try:
         futures = [_pool(workers - 1).submit(_run_chunk, fn, c) for c in chunks]
         done: dict[int, list[Any]] = {}

@@ -365,3 +365,15 @@ def test_a_dead_worker_falls_back_in_process_and_the_interpreter_still_exits() -
     out = subprocess.run([sys.executable, "-c", _CRASH], cwd=root, capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True"]
+
+
+@pytest.mark.parametrize("n", [2, 3, 7, 12, 100, 1001])
+def test_meeting_chunks_cover_every_item_once_and_are_smallest_in_the_middle(n: int) -> None:
+    from core.render import _meeting_chunks
+
+    bounds = _meeting_chunks(n)
+    assert [i for a, b in bounds for i in range(a, b)] == list(range(n))
+    sizes = [b - a for a, b in bounds]
+    mid = len(sizes) // 2
+    assert sizes[mid - 1] == sizes[mid] == 1  # where the pool and the caller meet
+    assert sizes[:mid] == sorted(sizes[:mid], reverse=True) and sizes[mid:] == sorted(sizes[mid:])
