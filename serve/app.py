@@ -101,7 +101,7 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         rewriter=ImageRewriter(budget, max_images=settings.max_images, max_image_bytes=settings.max_image_bytes,
                                max_image_pixels=settings.max_image_pixels, workers=settings.render_workers,
                                cache_size=settings.render_cache_size, allowed_domains=settings.allowed_image_domains,
-                               fetch_timeout=settings.remote_fetch_timeout),  # fmt: skip
+                               fetch_timeout=settings.remote_fetch_timeout, policy=settings.burned_in_policy),  # fmt: skip
         http=http,
         slots=asyncio.Semaphore(settings.max_concurrency),
         version=_version(),

@@ -96,8 +96,10 @@ class RenderCache:
 class ImageRewriter:
     def __init__(self, budget: PixelBudget, *, max_images: int, max_image_bytes: int, max_image_pixels: int,
                  workers: int = 2, cache_size: int = 256, allowed_domains: list[str] | None = None,
-                 fetch_timeout: float = 10.0, http: httpx.AsyncClient | None = None):  # fmt: skip
+                 fetch_timeout: float = 10.0, http: httpx.AsyncClient | None = None,
+                 policy: str = "refuse"):  # fmt: skip
         self.budget = budget
+        self.policy = policy  # burned-in text: "refuse" or "redact" (core.render's BurnedInPolicy)
         self.max_images = max_images
         self.max_image_bytes = max_image_bytes
         self.max_image_pixels = max_image_pixels
@@ -347,7 +349,7 @@ class ImageRewriter:
         for p in group:  # a DicomFile hashes its bytes once, for this key and the render record alike
             h.update(bytes.fromhex(p.dicom.sha256) if p.dicom is not None else hashlib.sha256(p.data).digest())
         key = json.dumps([h.hexdigest(), spec.model_dump(exclude_none=True) if spec else None, cap,
-                          self.budget.min_pixels, self.budget.max_pixels])  # fmt: skip
+                          self.budget.min_pixels, self.budget.max_pixels, self.policy])  # fmt: skip
         hit = self.cache.get(key)
         if hit is not None:
             return hit
@@ -356,12 +358,15 @@ class ImageRewriter:
         source: Any = sources if len(group) > 1 else sources[0]
         try:
             images, record = render(
-                source, spec, self.budget, max_images=cap, policy="refuse", limits=limits, name=group[0].param
+                source, spec, self.budget, max_images=cap, policy=self.policy, limits=limits, name=group[0].param
             )
         except RenderError as e:
             code = type(e).__name__.removesuffix("Error").lower() or "render"
+            msg = _safe(e)
+            if code == "burnedintext" and self.policy == "refuse":
+                msg += "; this server refuses such images (its administrator can enable OCR redaction: --burned-in-policy redact)"
             raise APIError(
-                400, _safe(e), param=group[0].param, code=f"{code}_error" if code != "render" else "render_error"
+                400, msg, param=group[0].param, code=f"{code}_error" if code != "render" else "render_error"
             ) from None
         urls = []
         for img in images:

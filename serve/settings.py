@@ -8,7 +8,7 @@ development.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -62,6 +62,9 @@ class GatewaySettings(BaseSettings):
     render_cache_size: int = Field(default=256, ge=0)
     allowed_image_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
     remote_fetch_timeout: float = 10.0
+    # Burned-in text (BurnedInAnnotation YES, or absent on US/SC/OT…): refuse the image with the reason, or
+    # black out the text OCR finds (needs the `ocr` extra; checked at start-up).
+    burned_in_policy: Literal["refuse", "redact"] = "refuse"
 
     # --- pixel budget (read from the model's preprocessor_config.json when local; required otherwise)
     min_pixels: int | None = None
@@ -96,6 +99,11 @@ class GatewaySettings(BaseSettings):
             raise ValueError("--no-auth is only allowed on a loopback address")
         if not self.model and not self.engine_urls:
             raise ValueError("give --model (the gateway starts vLLM) or --engine-url (attach to running engines)")
+        if self.burned_in_policy == "redact":
+            from core._redact import OCR_HINT, ocr_available
+
+            if not ocr_available():
+                raise ValueError(f"--burned-in-policy redact needs the OCR extra: {OCR_HINT}")
         for item in self.lora:
             if "=" not in item:
                 raise ValueError(f"--lora expects NAME=PATH, got {item!r}")

@@ -32,6 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-certfile", type=Path)
     p.add_argument("--tls-keyfile", type=Path)
     p.add_argument("--max-images", type=int, default=None)
+    p.add_argument("--burned-in-policy", choices=["refuse", "redact"], default=None,
+                   help="images that may carry burned-in text: refuse them (default) or black out the text OCR "
+                        "finds (needs the ocr extra)")  # fmt: skip
     p.add_argument("--min-pixels", type=int, default=None)
     p.add_argument("--max-pixels", type=int, default=None, help="pixel budget per image (read from the model when local)")
     p.add_argument("--engine-log", type=Path, default=None, help="write the engine's output here (default: a temp file)")
@@ -91,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model, "served_model_name": args.served_model_name, "host": args.host, "port": args.port,
         "api_keys_file": args.api_keys_file, "tls_certfile": args.tls_certfile, "tls_keyfile": args.tls_keyfile,
         "max_images": args.max_images, "min_pixels": args.min_pixels, "max_pixels": args.max_pixels,
+        "burned_in_policy": args.burned_in_policy,
     }.items() if v is not None}  # fmt: skip
     if args.engine_url:
         overrides["engine_urls"] = args.engine_url

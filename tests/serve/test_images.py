@@ -141,9 +141,9 @@ def test_cache_key_is_unchanged_and_a_repeat_renders_nothing(count_parses: list[
     try:
         first = asyncio.run(rw.rewrite(body))
         key = json.dumps(
-            [hashlib.sha256(hashlib.sha256(single).digest()).hexdigest(), {"window": "lung"}, 8, 3136, 50176]
+            [hashlib.sha256(hashlib.sha256(single).digest()).hexdigest(), {"window": "lung"}, 8, 3136, 50176, "refuse"]
         )
-        assert rw.cache.get(key) is not None  # the key of the previous release: sha256 of per-part digests
+        assert rw.cache.get(key) is not None  # sha256 of per-part digests, spec, cap, budget, burned-in policy
         parses = len(count_parses)
         second = asyncio.run(rw.rewrite(body))
     finally:
@@ -163,3 +163,48 @@ def test_unreadable_and_oversized_dicom_give_400() -> None:
         assert big.value.status == 400 and big.value.code == "dicom_error" and "over the limit" in str(big.value)
     finally:
         rw.close()
+
+
+def test_burned_in_text_is_refused_by_default_and_redacted_when_configured(monkeypatch) -> None:
+    """An US image without BurnedInAnnotation may carry patient data in its pixels: the serving default
+    refuses it with the reason; ``policy="redact"`` blacks out what OCR finds (a stand-in engine here;
+    tests/core/test_ocr.py runs the real one) and the record says so."""
+    import types
+
+    import core._redact as redact
+
+    part = _dicom_part(_file("examples_rgb_color.dcm").read_bytes())
+    rw = _rewriter()
+    try:
+        with pytest.raises(APIError) as refused:
+            asyncio.run(rw.rewrite(_body(part)))
+        assert refused.value.status == 400 and refused.value.code == "burnedintext_error"
+        msg = str(refused.value)
+        assert "BurnedInAnnotation is absent on a US image" in msg and "--burned-in-policy redact" in msg
+    finally:
+        rw.close()
+
+    box = [[10, 10], [60, 10], [60, 24], [10, 24]]
+    monkeypatch.setattr(redact, "_OCR", lambda rgb: types.SimpleNamespace(boxes=np.array([box], float), txts=("DOE^JANE",), scores=(0.99,)))
+    rw = _rewriter(policy="redact")
+    try:
+        res = asyncio.run(rw.rewrite(_body(part)))
+    finally:
+        rw.close()
+    (record,) = res.records
+    assert record["redacted_regions"] == 1 and record["burned_in"]
+    url = next(p["image_url"]["url"] for p in res.body["messages"][0]["content"] if p.get("type") == "image_url")
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("L"))
+    sx, sy = img.shape[1] / 320, img.shape[0] / 240  # the box, scaled to the rendered size, is black
+    assert img[int(14 * sy) : int(20 * sy), int(20 * sx) : int(50 * sx)].max() == 0
+
+
+def test_redact_policy_needs_the_ocr_extra(monkeypatch) -> None:
+    import core._redact as redact
+    from serve.settings import GatewaySettings
+
+    base = {"engine_urls": ["http://127.0.0.1:1"], "api_key": "k" * 32}
+    assert GatewaySettings(**base).burned_in_policy == "refuse"
+    monkeypatch.setattr(redact, "ocr_available", lambda: False)
+    with pytest.raises(ValueError, match="needs the OCR extra"):
+        GatewaySettings(**base, burned_in_policy="redact")
