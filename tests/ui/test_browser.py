@@ -116,8 +116,13 @@ def test_clinician_flow(gateway, browser):
 
     # --- a long generation (ignore_eos, many tokens), stopped mid-stream
     page.locator("#sampling").get_by_text("Sampling settings").click()
-    page.locator("#max-tokens input").fill("1800")
-    page.locator("#max-tokens input").press("Tab")
+    for _ in range(5):  # the accordion mounts its inputs as it opens: a value typed meanwhile can be lost
+        page.locator("#max-tokens input").fill("1800")
+        page.locator("#max-tokens input").press("Tab")
+        page.wait_for_timeout(300)
+        if page.locator("#max-tokens input").input_value() == "1800":
+            break
+    assert page.locator("#max-tokens input").input_value() == "1800"
     page.locator("#ignore-eos input").check()
     before = _cancellations(gateway.root, gateway.api_key)
     page.locator("#question textarea").fill("Describe it in detail.")
