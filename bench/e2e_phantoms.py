@@ -559,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads of the training commands (default OMP_NUM_THREADS or 1)")  # fmt: skip
     ap.add_argument("--engine-threads", type=int, default=2, help="threads of the vLLM engine")
     ap.add_argument("--n-phantoms", type=int, default=None, help="override the configuration's phantom count")
+    ap.add_argument("--sft-scale", type=float, default=None, help="multiply the fine-tuning stages' epochs")
     ap.add_argument(
         "--report-only", action="store_true", help="print the table and redraw the plot from OUT/results.json"
     )
@@ -567,6 +568,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CONFIGS[args.config]
     if args.n_phantoms:
         cfg = replace(cfg, n_phantoms=args.n_phantoms)
+    if args.sft_scale:
+        cfg = replace(cfg, finetune=tuple(replace(st, epochs=st.epochs * args.sft_scale) for st in cfg.finetune))
     out = Path(args.out).resolve()
     if args.report_only:
         result = json.loads((out / "results.json").read_text())
