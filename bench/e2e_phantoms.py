@@ -89,24 +89,32 @@ VQA = [{"manifest": "CURATED", "tasks": ["vqa"], "split": "train"}]
 CHAT = [{"manifest": "CURATED", "tasks": ["chat"], "split": "train"}]
 
 
-def _config(name: str, n: int, scale: float) -> E2EConfig:
-    """The recipe; ``scale`` multiplies every stage's epochs (the CI configuration trains less)."""
+def _config(name: str, n: int, scale: float, sft_scale: float = 1.0) -> E2EConfig:
+    """The recipe; ``scale`` multiplies every stage's epochs (the CI configuration trains less),
+    ``sft_scale`` the fine-tuning stages' once more."""
     pre = (
         StagePlan("low-res", CAP, LOW, 2e-3, 1.0 * scale),
         StagePlan("high-res", CAP, HIGH, 2e-3, 1.0 * scale),
     )
     ft = (
-        StagePlan("general", CHAT, HIGH, 2e-3, 1.0 * scale),  # every question of an image in one chat
-        StagePlan("medical", VQA, HIGH, 1e-3, 0.5 * scale),  # single questions, as evaluation asks them
+        StagePlan("general", CHAT, HIGH, 2e-3, 1.0 * scale * sft_scale),  # every question of an image in one chat
+        StagePlan("medical", VQA, HIGH, 1e-3, 0.5 * scale * sft_scale),  # single questions, as evaluation asks them
         StagePlan(
-            "mix", [{**VQA[0], "weight": 0.5}, {**CHAT[0], "weight": 0.5}], HIGH, 3e-4, 0.5 * scale, schedule="linear"
+            "mix",
+            [{**VQA[0], "weight": 0.5}, {**CHAT[0], "weight": 0.5}],
+            HIGH,
+            3e-4,
+            0.5 * scale * sft_scale,
+            schedule="linear",
         ),
     )
     return E2EConfig(name=name, n_phantoms=n, pretrain=pre, finetune=ft)
 
 
 CONFIGS = {
-    "full": _config("full", 2000, 1.0),
+    # 1.5× the fine-tuning epochs: with 1.0 the nodule side stayed at chance (0.556, lower bound 0.47 vs 0.470);
+    # with 1.5 it is learned (0.624 [0.53, 0.71]) and the run still takes ~10 min on a quiet machine.
+    "full": _config("full", 2000, 1.0, sft_scale=1.5),
     "ci": replace(_config("ci", 800, 0.9), eval_limit=150),
     "smoke": _config("smoke", 150, 0.1),  # wiring only: a few steps per stage
 }
