@@ -1,6 +1,6 @@
 """End-to-end learning proof on the CPU: does the whole product chain teach a model to read an image?
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/e2e_phantoms.py --out runs/e2e             # the proof (≈ 20 min)
+    OMP_NUM_THREADS=1 .venv/bin/python bench/e2e_phantoms.py --out runs/e2e             # the proof (10–15 min)
     OMP_NUM_THREADS=1 .venv/bin/python bench/e2e_phantoms.py --out runs/e2e-ci --config ci   # the CI size
 
 The story, each step through the product's own command or library entry point:
