@@ -1,6 +1,6 @@
 """Render speed: ``core.render`` against a naive reference, one core and both cores, in one run.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/dicom_render.py [--repeat 30] [--slices 100]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/dicom_render.py [--repeat 30] [--slices 100] [--cpus 0,1]
 
 Cases: a 512² CT slice (693_UNCR.dcm → 448² RGB), the 1955×1841 CR chest film (RG1_UNCR.dcm,
 MONOCHROME1) and a 100-slice 512² phantom CT series. The naive reference is what one writes
@@ -12,6 +12,8 @@ to one thread here, so "one core" is one core. A plain numpy job run in one and 
 gives the machine's two-process ceiling (two vCPUs may share one physical core); the series' own
 ceiling is the same rendering split in two halves, each rendered on one core by an independent
 process (no results passed between processes): what two cores give this workload at best.
+On a machine with more cores, ``--cpus 0,1`` pins the run (and its worker processes) to those two,
+so "both cores" means two real cores. ``--ct``/``--cr`` take the files from elsewhere than pydicom-data.
 Goals (issue 3): ours ≥ 2× naive on one core for the CT slice and the CR film; the series with
 two cores ≥ 1.7× its one-core rate.
 """
@@ -179,10 +181,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--slices", type=int, default=100)
+    parser.add_argument("--cpus", help="pin this run and its workers to these CPUs, e.g. 0,1 (Linux)")
+    parser.add_argument("--ct", help="the 512² CT slice (default: pydicom-data's 693_UNCR.dcm)")
+    parser.add_argument("--cr", help="the CR film (default: pydicom-data's RG1_UNCR.dcm)")
     args = parser.parse_args()
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})  # worker processes inherit it
 
-    ct = get_testdata_file("693_UNCR.dcm", download=False)
-    cr = get_testdata_file("RG1_UNCR.dcm", download=False)
+    ct = args.ct or get_testdata_file("693_UNCR.dcm", download=False)
+    cr = args.cr or get_testdata_file("RG1_UNCR.dcm", download=False)
     if ct is None or cr is None:
         print("needs pydicom-data (693_UNCR.dcm, RG1_UNCR.dcm)", file=sys.stderr)
         return 2
@@ -201,7 +208,8 @@ def main() -> int:
             paths.reverse()  # render must sort them
             sn, s1, s2, snc, s1c, paired, paired_ceiling, own_ceiling = series_times(paths, args.repeat, pool)
 
-    print(f"\nmachine: {os.cpu_count()} vCPU(s); numpy two-process ceiling: {ceiling:.2f}x one process")
+    cpus = f", pinned to CPUs {args.cpus}" if args.cpus else ""
+    print(f"\nmachine: {os.cpu_count()} vCPU(s){cpus}; numpy two-process ceiling: {ceiling:.2f}x one process")
     print("wall: ms per image, best of N runs; cpu: CPU ms of this process (robust when the machine is busy)\n")
     head = f"{'case':<22} {'naive 1c':>9} {'ours 1c':>9} {'speed-up':>9} {'cpu naive':>10} {'cpu ours':>9} {'cpu x':>6}"
     print(head + f" {'naive 2c':>9} {'ours 2c':>9} {'ours 2c/1c':>11}")

@@ -14,12 +14,14 @@ inversion, or the Presentation LUT Sequence) → RGB (see ``core.dicom``) → re
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
 import math
 import mmap
 import os
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -603,6 +605,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
         if _POOL is not None:
             _POOL.shutdown(cancel_futures=True)
+        _sweep_shipped()
         method = "fork" if _os_threads() == 1 else "forkserver"
         _POOL = ProcessPoolExecutor(
             max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
@@ -644,8 +647,107 @@ def _discard_pool() -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _run_chunk(fn: Any, chunk: list[Any]) -> list[Any]:
-    return [fn(x) for x in chunk]
+_SHM_DIR = "/dev/shm"
+_SHM_PREFIX = "infimed-render-"
+_SHM_MIN_BYTES = 64 * 1024  # below this the pipe is as quick
+
+
+def _rendered_of(result: Any) -> _Rendered | None:
+    """The ``_Rendered`` inside a task's result (a ``_Rendered``, or a ``_file_task`` triple holding one)."""
+    rendered = result[2] if isinstance(result, tuple) else result
+    return rendered if isinstance(rendered, _Rendered) else None
+
+
+@dataclass
+class _Shipped:
+    """A worker's chunk whose pixels travel in one ``/dev/shm`` file instead of the result pipe.
+
+    Pickling a chunk's pixels (megabytes) into the pipe stalls the worker: the pipe holds 64 KiB and is
+    drained by the calling process's result thread, which must win the GIL from the rendering caller
+    for every piece. A file in shared memory is written at memory speed and mapped by the caller.
+    """
+
+    path: str
+    layout: list[tuple[int, tuple[int, ...]] | None]  # per result: (byte offset, shape) of its pixels
+    results: list[Any]  # with ``pixels`` emptied
+
+
+def _ship(results: list[Any]) -> list[Any] | _Shipped:
+    """Worker side: move the pixels of a chunk's results into one shared-memory file (if worth it)."""
+    rendered = [_rendered_of(r) for r in results]
+    total = sum(r.pixels.nbytes for r in rendered if r is not None)
+    if total < _SHM_MIN_BYTES or not os.path.isdir(_SHM_DIR):
+        return results
+    fd, path = -1, ""
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"{_SHM_PREFIX}{os.getppid()}-", dir=_SHM_DIR)
+        layout: list[tuple[int, tuple[int, ...]] | None] = []
+        offset = 0
+        for r in rendered:
+            if r is None:
+                layout.append(None)
+                continue
+            data = memoryview(np.ascontiguousarray(r.pixels)).cast("B")
+            while data:
+                data = data[os.write(fd, data) :]
+            layout.append((offset, r.pixels.shape))
+            offset += r.pixels.nbytes
+    except OSError:  # no room in /dev/shm (a container's is small): the pipe it is
+        if path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        return results
+    finally:
+        if fd >= 0:
+            os.close(fd)
+    for r in rendered:
+        if r is not None:
+            r.pixels = np.empty(0, np.uint8)
+    return _Shipped(path, layout, results)
+
+
+def _receive(shipped: list[Any] | _Shipped) -> list[Any]:
+    """Caller side: the chunk's results with their pixels mapped from the shared-memory file (then removed)."""
+    if not isinstance(shipped, _Shipped):
+        return shipped
+    try:
+        with open(shipped.path, "rb") as f:
+            # All pages mapped in one call: faulting them in one by one costs the caller more than the copy.
+            populate = getattr(mmap, "MAP_POPULATE", 0)
+            mapped = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | populate, prot=mmap.PROT_READ)
+    finally:
+        os.unlink(shipped.path)  # the mapping keeps the pages until the last view is gone
+    buffer = np.frombuffer(mapped, np.uint8)
+    for result, place in zip(shipped.results, shipped.layout):
+        rendered = _rendered_of(result)
+        if rendered is not None and place is not None:
+            offset, shape = place
+            rendered.pixels = buffer[offset : offset + math.prod(shape)].reshape(shape)
+    return shipped.results
+
+
+def _discard_shipped(future: Any) -> None:
+    """Remove the shared-memory file of a finished chunk nobody will receive."""
+    if future.done() and not future.cancelled() and future.exception() is None:
+        shipped = future.result()
+        if isinstance(shipped, _Shipped):
+            with contextlib.suppress(OSError):
+                os.unlink(shipped.path)
+
+
+def _sweep_shipped() -> None:
+    """Remove shared-memory files left by render callers that died (their pid is gone)."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(_SHM_DIR):
+            if name.startswith(_SHM_PREFIX):
+                pid = name[len(_SHM_PREFIX) :].split("-", 1)[0]
+                if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(_SHM_DIR, name))
+
+
+def _run_chunk(fn: Any, chunk: list[Any]) -> list[Any] | _Shipped:
+    return _ship([fn(x) for x in chunk])
 
 
 def _meeting_chunks(n: int) -> list[tuple[int, int]]:
@@ -672,9 +774,11 @@ def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[An
 
     The items go in chunks (:func:`_meeting_chunks`) to the pool, front first; this process works too,
     taking chunks from the back that no worker has started yet (a cancelled future), until the two
-    ends meet. Three busy processes on two cores would be slower: the calling
-    process would otherwise sit waiting, then compete with the workers for receiving and finishing
-    results. ``finish`` (making the RGB images) runs here. In-process if the pool broke.
+    ends meet. Between its own chunks it finishes the chunks the pool has returned (``finish``, making
+    the RGB images, must run here: the images live in this process), so that work is shared out as it
+    comes rather than left for the end, when the pool would be idle. Three busy processes on two
+    cores would be slower: the calling process would otherwise sit waiting, then compete with the
+    workers for receiving and finishing results. In-process if the pool broke.
     """
     finish = finish or (lambda r: r)
     if workers <= 1 or len(items) < 2:
@@ -683,16 +787,29 @@ def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[An
     try:
         futures = [_pool(workers - 1).submit(_run_chunk, fn, c) for c in chunks]
         done: dict[int, list[Any]] = {}
+        lo, hi = 0, len(chunks) - 1  # the pool's next chunk to finish here; the caller's next to take
         try:
-            for j in reversed(range(len(chunks))):
-                if not futures[j].cancel():
+            while lo <= hi:
+                if futures[lo].done():
+                    done[lo] = [finish(r) for r in _receive(futures[lo].result())]
+                    lo += 1
+                elif futures[hi].cancel():
+                    done[hi] = [finish(fn(x)) for x in chunks[hi]]
+                    hi -= 1
+                else:
                     break  # a worker has it: the rest are (being) done by the pool
-                done[j] = [finish(fn(x)) for x in chunks[j]]
+            for j in range(lo, hi + 1):
+                done[j] = [finish(r) for r in _receive(futures[j].result())]
+                lo = j + 1
         except BaseException:
             for f in futures:
                 f.cancel()  # a bad file here: the pool need not finish the series
+            for f in futures[lo : hi + 1]:
+                with contextlib.suppress(BaseException):
+                    concurrent.futures.wait([f])  # a running chunk may have shipped pixels: remove them
+                    _discard_shipped(f)
             raise
-        return [r for j in range(len(chunks)) for r in (done[j] if j in done else map(finish, futures[j].result()))]
+        return [r for j in range(len(chunks)) for r in done[j]]
     except BrokenProcessPool:
         log.warning("render worker pool broke; rendering in-process")
         _discard_pool()
@@ -701,7 +818,7 @@ def _map(fn: Any, items: list[Any], workers: int, finish: Any = None) -> list[An
 
 def _with_image(result: Any) -> Any:
     """Make the RGB image of a worker's render (a ``_Rendered``, or a ``_file_task`` triple holding one)."""
-    rendered = result[2] if isinstance(result, tuple) else result
+    rendered = _rendered_of(result)
     if rendered is not None:
         rendered.to_image()
     return result

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import random
 import sys
 from pathlib import Path
@@ -173,10 +174,18 @@ def test_series_render_is_independent_of_file_order() -> None:
     assert single[0].tobytes() == a[0].tobytes()  # the first image is the lowest slice
 
 
-def test_phantom_series_in_two_processes_matches_one(tmp_path) -> None:
+def _shipped_files() -> list[str]:
+    from core import render as render_module
+
+    prefix = f"{render_module._SHM_PREFIX}{os.getpid()}-"
+    return [n for n in os.listdir(render_module._SHM_DIR) if n.startswith(prefix)] if os.path.isdir("/dev/shm") else []
+
+
+@pytest.mark.parametrize("size", [96, 320])  # results through the pipe; pixels through shared memory
+def test_phantom_series_in_two_processes_matches_one(tmp_path, size: int) -> None:
     from core.phantoms import generate_series
 
-    paths = [str(p) for p in generate_series(tmp_path, slices=12, seed=0, size=96)]
+    paths = [str(p) for p in generate_series(tmp_path, slices=12, seed=0, size=size)]
     random.Random(0).shuffle(paths)
     one, r1 = render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12)
     two, r2 = render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12, workers=2)
@@ -184,18 +193,20 @@ def test_phantom_series_in_two_processes_matches_one(tmp_path) -> None:
     assert r1.model_dump() == r2.model_dump()
     positions = [float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]) for p in paths]
     assert r1.frames == list(range(12)) and len(set(positions)) == 12
+    assert _shipped_files() == []  # every shared-memory file the worker wrote was taken and removed
 
 
 @pytest.mark.parametrize("bad", [0, 11])  # a slice this process renders, and one a worker renders
 def test_broken_slice_in_two_processes_is_a_clear_error_and_the_pool_survives(tmp_path, bad: int) -> None:
     from core.phantoms import generate_series
 
-    paths = [str(p) for p in generate_series(tmp_path, slices=12, seed=0, size=96)]
+    paths = [str(p) for p in generate_series(tmp_path, slices=12, seed=0, size=320)]
     paths.sort(key=lambda p: float(pydicom.dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
     data = Path(paths[bad]).read_bytes()
     Path(paths[bad]).write_bytes(data[: len(data) - 4000])  # pixel data cut short
     with pytest.raises(DicomError, match=Path(paths[bad]).name):
         render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12, workers=2)
+    assert _shipped_files() == []  # chunks the worker finished but nobody took are removed too
     Path(paths[bad]).write_bytes(data)
     images, record = render(paths, RenderSpec(frames="uniform:12"), BUDGET, max_images=12, workers=2)
     assert len(images) == 12 and record.frames == list(range(12))
@@ -377,3 +388,48 @@ def test_meeting_chunks_cover_every_item_once_and_are_smallest_in_the_middle(n: 
     mid = len(sizes) // 2
     assert sizes[mid - 1] == sizes[mid] == 1  # where the pool and the caller meet
     assert sizes[:mid] == sorted(sizes[:mid], reverse=True) and sizes[mid:] == sorted(sizes[mid:])
+
+
+def test_shipping_pixels_through_shared_memory_round_trips_and_falls_back(tmp_path, monkeypatch) -> None:
+    from core import render as render_module
+    from core.render import _receive, _Rendered, _ship, _Shipped
+
+    def results() -> list:
+        rng = np.random.default_rng(0)
+        grey = _Rendered(rng.integers(0, 256, (300, 200), np.uint8), None, (400, 600))
+        rgb = _Rendered(rng.integers(0, 256, (100, 120, 3), np.uint8), None, (120, 100))
+        return [({"h": 1}, "abc", grey), ({"h": 2}, "def", None), rgb]  # _file_task triples and a _Rendered
+
+    expected = results()
+    monkeypatch.setattr(render_module, "_SHM_DIR", str(tmp_path))
+    shipped = _ship(results())
+    assert isinstance(shipped, _Shipped) and Path(shipped.path).parent == tmp_path
+    got = _receive(shipped)
+    assert list(tmp_path.iterdir()) == []  # removed once mapped
+    assert np.array_equal(got[0][2].pixels, expected[0][2].pixels) and got[1][2] is None
+    assert np.array_equal(got[2].pixels, expected[2].pixels) and got[2].to_image().mode == "RGB"
+    assert got[0][:2] == ({"h": 1}, "abc")
+
+    monkeypatch.setattr(render_module, "_SHM_DIR", str(tmp_path / "absent"))  # no /dev/shm: the pipe
+    plain = _ship(results())
+    assert isinstance(plain, list) and np.array_equal(plain[2].pixels, expected[2].pixels)
+    monkeypatch.setattr(render_module, "_SHM_DIR", str(tmp_path))
+    small = [_Rendered(np.zeros((8, 8), np.uint8), None, (8, 8))]
+    assert _ship(small) is small  # a few bytes go through the pipe
+
+
+def test_shared_memory_files_of_dead_callers_are_swept(tmp_path, monkeypatch) -> None:
+    import subprocess
+    import sys
+
+    from core import render as render_module
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    monkeypatch.setattr(render_module, "_SHM_DIR", str(tmp_path))
+    left = tmp_path / f"{render_module._SHM_PREFIX}{dead.stdout.strip()}-x1"
+    live = tmp_path / f"{render_module._SHM_PREFIX}{os.getpid()}-x2"
+    other = tmp_path / "someone-else"
+    for f in (left, live, other):
+        f.write_bytes(b"x")
+    render_module._sweep_shipped()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name])
