@@ -222,3 +222,52 @@ def test_body_limits_per_route():
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
         big = {"model": "m", "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]}
         assert httpx.post(gw.url + "/v1/chat/completions", json=big, headers=_auth(), timeout=30).status_code == 413
+
+
+def test_render_records_event_is_added_when_the_done_marker_is_split_across_chunks():
+    """The engine's bytes arrive in arbitrary pieces: ``data: [DONE]`` cut in two still gets the render
+    records event just before it, and every other byte is relayed unchanged."""
+    import asyncio
+    import base64
+    import io
+
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from PIL import Image
+
+    events = [b'data: {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "da"}}]}\n\n']
+    pieces = [events[0][:30], events[0][30:], b"data: [DO", b"NE]\n\n"]
+    engine = FastAPI()
+
+    @engine.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": "m", "object": "model"}]}
+
+    @engine.post("/v1/chat/completions")
+    async def chat():
+        async def sse():
+            for p in pieces:
+                yield p
+                await asyncio.sleep(0.05)  # separate reads on the gateway's side
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (90, 90, 90)).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    body = dict(CHAT, stream=True, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}])
+    with ServerThread(engine) as e, _gateway([e.url]) as gw, \
+            httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=_auth(), timeout=30) as r:  # fmt: skip
+        assert r.status_code == 200
+        got = b"".join(r.iter_raw())
+    assert got.startswith(events[0]) and got.endswith(b"data: [DONE]\n\n")
+    middle = got[len(events[0]) : -len(b"data: [DONE]\n\n")]
+    assert middle.startswith(b"data: ") and middle.endswith(b"\n\n")
+    ext = json.loads(middle[len(b"data: ") :])
+    assert ext["choices"] == [] and ext["infimed"]["render_records"][0]["source_kind"] == "png"
+
+
+def test_partial_done_marker_lengths():
+    from serve.app import _partial_done
+
+    assert [_partial_done(c) for c in (b"x\n\n", b"x\n\nd", b"x\n\ndata: [DONE", b"data: [DONE]", b"[DONE")] == [0, 1, 11, 0, 0]
