@@ -64,7 +64,9 @@ class Gateway:
             self.upstream = aiohttp.ClientSession(
                 # Like httpx's Timeout(request_timeout, connect=5): per read, not for the whole answer.
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=self.settings.request_timeout),
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0),
+                # Idle connections are closed before the engine's server would (uvicorn, vLLM: 5 s), so a
+                # request never goes out on a connection the engine is closing.
+                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
                 skip_auto_headers=("Accept-Encoding", "User-Agent"),  # the engine's bytes relayed as sent
                 auto_decompress=False,
             )
