@@ -41,9 +41,19 @@ class EngineRouter:
     async def refresh(self) -> None:
         await asyncio.gather(*(self._probe(e) for e in self.engines))
 
+    async def _get_models(self, e: Engine) -> httpx.Response:
+        """``GET /v1/models``, tried a second time after a connection-level failure (not a timeout): a
+        kept-alive connection that the engine closes as the probe goes out is no outage."""
+        try:
+            return await self.client.get(f"{e.url}/v1/models", timeout=3.0)
+        except httpx.TimeoutException:
+            raise
+        except httpx.TransportError:
+            return await self.client.get(f"{e.url}/v1/models", timeout=3.0)
+
     async def _probe(self, e: Engine) -> None:
         try:
-            r = await self.client.get(f"{e.url}/v1/models", timeout=3.0)
+            r = await self._get_models(e)
             r.raise_for_status()
             e.models = [m["id"] for m in r.json().get("data", [])]
             e.healthy = True

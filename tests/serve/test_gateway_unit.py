@@ -271,3 +271,30 @@ def test_partial_done_marker_lengths():
     from serve.app import _partial_done
 
     assert [_partial_done(c) for c in (b"x\n\n", b"x\n\nd", b"x\n\ndata: [DONE", b"data: [DONE]", b"[DONE")] == [0, 1, 11, 0, 0]
+
+
+@pytest.mark.parametrize(("failures", "healthy"), [(0, True), (1, True), (2, False)])
+def test_engine_probe_survives_one_dropped_connection(failures: int, healthy: bool):
+    """A kept-alive connection closed by the engine as a probe goes out (RemoteProtocolError) is retried
+    once; a second failure marks the engine down."""
+    import asyncio
+
+    from serve.engines import EngineRouter
+
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(200, json={"object": "list", "data": [{"id": "m", "object": "model"}]})
+
+    async def probe() -> EngineRouter:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+            router = EngineRouter(["http://127.0.0.1:1"], client=client)
+            await router.refresh()
+            return router
+
+    router = asyncio.run(probe())
+    assert router.ready is healthy and calls["n"] == min(failures + 1, 2)
+    assert router.engines[0].last_error == (None if healthy else "RemoteProtocolError")
