@@ -18,7 +18,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import aiohttp
 import httpx
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -50,27 +49,10 @@ class Gateway:
     limiter: RateLimiter
     metrics: GatewayMetrics
     rewriter: ImageRewriter
-    http: httpx.AsyncClient  # engine discovery, engine metrics, remote images
+    http: httpx.AsyncClient
     slots: asyncio.Semaphore
     waiting: int = 0
     version: str = "0"
-    # Requests to the engines: aiohttp costs about a tenth of httpx's CPU per request (0.09 vs 0.85 ms
-    # measured here), which is most of what the gateway adds per request.
-    upstream: aiohttp.ClientSession | None = None
-
-    def upstream_session(self) -> aiohttp.ClientSession:
-        """Made on first use, in the serving loop (a session belongs to the loop that made it)."""
-        if self.upstream is None or self.upstream.closed:
-            self.upstream = aiohttp.ClientSession(
-                # Like httpx's Timeout(request_timeout, connect=5): per read, not for the whole answer.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=self.settings.request_timeout),
-                # Idle connections are closed before the engine's server would (uvicorn, vLLM: 5 s), so a
-                # request never goes out on a connection the engine is closing.
-                connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=4.0),
-                skip_auto_headers=("Accept-Encoding", "User-Agent"),  # the engine's bytes relayed as sent
-                auto_decompress=False,
-            )
-        return self.upstream
 
 
 def _version() -> str:
@@ -108,10 +90,7 @@ Key = Annotated[str, Depends(require_key)]
 def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: list[str] | None = None,
                router: EngineRouter | None = None) -> FastAPI:  # fmt: skip
     """Build the FastAPI app. ``engine_urls`` (or ``router``) say where vLLM listens (loopback)."""
-    # Engine probes every 5 s, engine metrics, remote images. Idle connections expire after 2 s, before the
-    # engine's server closes them (uvicorn: 5 s, the probe interval), so a probe never meets a closing one.
-    http = httpx.AsyncClient(timeout=httpx.Timeout(settings.request_timeout, connect=5.0),
-                             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=2.0))  # fmt: skip
+    http = httpx.AsyncClient(timeout=httpx.Timeout(settings.request_timeout, connect=5.0), limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=2.0))
     router = router or EngineRouter(engine_urls or settings.engine_urls, client=http)
     gw = Gateway(
         settings=settings,
@@ -136,8 +115,6 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         await gw.router.stop()
         gw.rewriter.close()
         await gw.http.aclose()
-        if gw.upstream is not None:
-            await gw.upstream.close()
 
     app = FastAPI(
         title="InfiMed gateway",
@@ -401,24 +378,23 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         end of the stream for SSE (the caller releases it if this raises)."""
         rid = request.state.request_id
         headers = {"Content-Type": "application/json", "X-Request-Id": rid}
+        upstream = gw.http.build_request("POST", f"{engine.url}{path}", content=json.dumps(body).encode(), headers=headers)
         engine.in_flight += 1
         t0 = time.perf_counter()
         try:
-            resp = await gw.upstream_session().post(f"{engine.url}{path}", data=json.dumps(body).encode(), headers=headers)
-        except (aiohttp.ClientError, TimeoutError) as e:
+            resp = await gw.http.send(upstream, stream=True)
+        except httpx.HTTPError as e:
             engine.in_flight -= 1
             engine.healthy = False
             raise APIError(503, f"the model engine did not answer ({type(e).__name__}); retry shortly", code="engine_unavailable") from None
-        if resp.status != 200 or not stream:
+        if resp.status_code != 200 or not stream:
             try:
-                content = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as e:
-                raise APIError(502, f"the model engine's answer broke off ({type(e).__name__})", code="engine_error") from None
+                content = await resp.aread()
             finally:
-                resp.release()
+                await resp.aclose()
                 engine.in_flight -= 1
                 release()
-            return _relay_json(request, resp.status, content, records, engine_ms=(time.perf_counter() - t0) * 1000)
+            return _relay_json(request, resp.status_code, content, records)
 
         done = False
         completed = False
@@ -430,12 +406,10 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
             if done:
                 return
             done = True
-            if completed:
-                resp.release()  # the connection goes back to the pool
-            else:
-                # Client went away (or upstream failed): closing the connection makes vLLM abort the request.
+            if not completed:
+                # Client went away (or upstream failed): closing the upstream stream makes vLLM abort the request.
                 gw.metrics.cancellations.inc()
-                resp.close()
+            await resp.aclose()
             engine.in_flight -= 1
             release()
             gw.metrics.latency.labels(route=_route_label(path)).observe(time.perf_counter() - t0)
@@ -443,28 +417,20 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         async def relay():
             nonlocal completed
             first = True
-            held = b""  # the start of b"data: [DONE]" cut off at a chunk's end, joined to the next chunk
             try:
-                async for piece in resp.content.iter_any():
+                async for chunk in resp.aiter_raw():
                     if first:
                         gw.metrics.ttft.observe(time.perf_counter() - t0)
                         first = False
-                    chunk, held = held + piece, b""
-                    if records:
-                        if _DONE in chunk:
-                            head, _, tail = chunk.partition(_DONE)
-                            ext = {"id": f"infimed-{rid}", "object": "chat.completion.chunk", "created": int(time.time()),
-                                   "model": request.state.model, "choices": [], "infimed": {"render_records": records}}  # fmt: skip
-                            yield head + b"data: " + json.dumps(ext).encode() + b"\n\n" + _DONE + tail
-                            continue
-                        cut = _partial_done(chunk)
-                        chunk, held = chunk[: len(chunk) - cut], chunk[len(chunk) - cut :]
-                    if chunk:
-                        yield chunk
-                if held:
-                    yield held
+                    if records and b"data: [DONE]" in chunk:
+                        head, _, tail = chunk.partition(b"data: [DONE]")
+                        ext = {"id": f"infimed-{rid}", "object": "chat.completion.chunk", "created": int(time.time()),
+                               "model": request.state.model, "choices": [], "infimed": {"render_records": records}}  # fmt: skip
+                        yield head + b"data: " + json.dumps(ext).encode() + b"\n\n" + b"data: [DONE]" + tail
+                        continue
+                    yield chunk
                 completed = True
-            except (aiohttp.ClientError, TimeoutError):
+            except httpx.HTTPError:
                 log.warning(json.dumps({"request_id": rid, "event": "upstream_stream_error"}))
             finally:
                 await cleanup()
@@ -472,7 +438,7 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
         return StreamingResponse(relay(), status_code=200, media_type="text/event-stream", background=BackgroundTask(cleanup),
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
-    def _relay_json(request: Request, status: int, content: bytes, records: list[dict[str, Any]], *, engine_ms: float) -> Response:
+    def _relay_json(request: Request, status: int, content: bytes, records: list[dict[str, Any]]) -> Response:
         try:
             data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -491,9 +457,7 @@ def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: l
             request.state.usage = data.get("usage")
             if records:
                 data["infimed"] = {"render_records": records}
-            # Server-Timing: the engine's share of this request (sending, waiting, reading the answer), so a
-            # client or browser dev tools can tell the gateway's own time from the model's.
-            return JSONResponse(data, headers={"Server-Timing": f"engine;dur={engine_ms:.1f}"})
+            return JSONResponse(data)
         raise APIError(502, "the engine sent a response that is not JSON", code="engine_error")
 
     return app
@@ -509,17 +473,6 @@ def _as_png(url: str) -> str:
     buf = io.BytesIO()
     Image.open(io.BytesIO(data)).convert("RGB").save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-_DONE = b"data: [DONE]"
-
-
-def _partial_done(chunk: bytes) -> int:
-    """Length of the longest end of ``chunk`` that begins ``data: [DONE]`` without completing it."""
-    for k in range(min(len(chunk), len(_DONE) - 1), 0, -1):
-        if _DONE.startswith(chunk[-k:]):
-            return k
-    return 0
 
 
 def _route_label(path: str) -> str:

@@ -224,55 +224,6 @@ def test_body_limits_per_route():
         assert httpx.post(gw.url + "/v1/chat/completions", json=big, headers=_auth(), timeout=30).status_code == 413
 
 
-def test_render_records_event_is_added_when_the_done_marker_is_split_across_chunks():
-    """The engine's bytes arrive in arbitrary pieces: ``data: [DONE]`` cut in two still gets the render
-    records event just before it, and every other byte is relayed unchanged."""
-    import asyncio
-    import base64
-    import io
-
-    from fastapi import FastAPI
-    from fastapi.responses import StreamingResponse
-    from PIL import Image
-
-    events = [b'data: {"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "da"}}]}\n\n']
-    pieces = [events[0][:30], events[0][30:], b"data: [DO", b"NE]\n\n"]
-    engine = FastAPI()
-
-    @engine.get("/v1/models")
-    async def models():
-        return {"object": "list", "data": [{"id": "m", "object": "model"}]}
-
-    @engine.post("/v1/chat/completions")
-    async def chat():
-        async def sse():
-            for p in pieces:
-                yield p
-                await asyncio.sleep(0.05)  # separate reads on the gateway's side
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
-
-    buf = io.BytesIO()
-    Image.new("RGB", (64, 64), (90, 90, 90)).save(buf, format="PNG")
-    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-    body = dict(CHAT, stream=True, messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]}])
-    with ServerThread(engine) as e, _gateway([e.url]) as gw, \
-            httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=_auth(), timeout=30) as r:  # fmt: skip
-        assert r.status_code == 200
-        got = b"".join(r.iter_raw())
-    assert got.startswith(events[0]) and got.endswith(b"data: [DONE]\n\n")
-    middle = got[len(events[0]) : -len(b"data: [DONE]\n\n")]
-    assert middle.startswith(b"data: ") and middle.endswith(b"\n\n")
-    ext = json.loads(middle[len(b"data: ") :])
-    assert ext["choices"] == [] and ext["infimed"]["render_records"][0]["source_kind"] == "png"
-
-
-def test_partial_done_marker_lengths():
-    from serve.app import _partial_done
-
-    assert [_partial_done(c) for c in (b"x\n\n", b"x\n\nd", b"x\n\ndata: [DONE", b"data: [DONE]", b"[DONE")] == [0, 1, 11, 0, 0]
-
-
 @pytest.mark.parametrize(("failures", "healthy"), [(0, True), (1, True), (2, False)])
 def test_engine_probe_survives_one_dropped_connection(failures: int, healthy: bool):
     """A kept-alive connection closed by the engine as a probe goes out (RemoteProtocolError) is retried
@@ -298,3 +249,54 @@ def test_engine_probe_survives_one_dropped_connection(failures: int, healthy: bo
     router = asyncio.run(probe())
     assert router.ready is healthy and calls["n"] == min(failures + 1, 2)
     assert router.engines[0].last_error == (None if healthy else "RemoteProtocolError")
+
+
+def test_a_client_leaving_mid_stream_cancels_upstream_at_once_without_the_garbage_collector():
+    """The engine streams without pause, so the client's disconnect usually finds the relay suspended at
+    ``yield`` (not awaiting the engine); the upstream request must still be closed and counted at once,
+    not when the garbage collector finalises the abandoned generator (disabled here)."""
+    import gc
+    import time
+
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    engine = FastAPI()
+    closed: list[bool] = []
+
+    @engine.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": "m", "object": "model"}]}
+
+    @engine.post("/v1/chat/completions")
+    async def chat():
+        async def sse():
+            try:
+                for i in range(200_000):
+                    yield f'data: {{"choices": [{{"index": 0, "delta": {{"content": "t{i}"}}}}]}}\n\n'
+            finally:
+                closed.append(True)  # the gateway closed the engine's stream
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    body = dict(CHAT, stream=True)
+    with ServerThread(engine) as e, _gateway([e.url]) as gw:
+        gc.disable()
+        try:
+            for round_ in range(1, 4):
+                with httpx.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=_auth(), timeout=30) as r:
+                    for i, _line in enumerate(r.iter_lines()):
+                        if i >= 50:
+                            break
+                deadline = time.monotonic() + 10
+                metrics = ""
+                while time.monotonic() < deadline:
+                    metrics = httpx.get(gw.url + "/metrics", headers=_auth()).text
+                    if f"infimed_cancellations_total {float(round_)}" in metrics:
+                        break
+                    time.sleep(0.05)
+                assert f"infimed_cancellations_total {float(round_)}" in metrics
+                assert "infimed_in_flight 0.0" in metrics
+        finally:
+            gc.enable()
+    assert len(closed) == 3
