@@ -90,6 +90,8 @@ Key = Annotated[str, Depends(require_key)]
 def create_app(settings: GatewaySettings, *, budget: PixelBudget, engine_urls: list[str] | None = None,
                router: EngineRouter | None = None) -> FastAPI:  # fmt: skip
     """Build the FastAPI app. ``engine_urls`` (or ``router``) say where vLLM listens (loopback)."""
+    # Idle connections expire after 2 s, before the engine's server closes them (uvicorn: 5 s, also the probe
+    # interval): a request or probe never goes out on a connection being closed under it.
     http = httpx.AsyncClient(timeout=httpx.Timeout(settings.request_timeout, connect=5.0), limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=2.0))
     router = router or EngineRouter(engine_urls or settings.engine_urls, client=http)
     gw = Gateway(
